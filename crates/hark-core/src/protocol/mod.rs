@@ -1,0 +1,649 @@
+//! The conversation protocol of SPEC.md section 2, as a sans-IO state machine.
+//!
+//! One [`Conversation`] holds one conversation's log, its participants, their cursors, drafts and
+//! typing leases, and the `check` calls that are waiting. The driver feeds it requests and time and
+//! drains [`Output`]s: durable [`Effect`]s to commit, replies to route and events to fan out.
+//!
+//! **Invariant:** a batch's `Persist` outputs are committed before any of its replies or events is
+//! released; the state machine itself never waits for anything.
+
+mod draft;
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+pub use draft::{Draft, cut_to_chars, notice_excerpt};
+pub use types::*;
+
+use crate::time::Millis;
+
+/// The protocol's limits (SPEC.md sections 2 and 6.1). Counts are Unicode scalar values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest text one `append` keeps; the rest is cut and reported.
+    pub max_append_chars: usize,
+    /// Longest a draft may grow; an `append` past it is cut, a `send` past it refused.
+    pub max_draft_chars: usize,
+    /// Most messages handed over in one result; `more_incoming` says more are waiting.
+    pub max_incoming: usize,
+    /// How long `check` waits when the caller does not say.
+    pub default_check_ms: u64,
+    /// The longest `check` ever waits; larger requests are clamped.
+    pub max_check_ms: u64,
+    /// A typing lease not refreshed for this long has expired.
+    pub typing_timeout_ms: u64,
+    /// Longest accepted `client_id`.
+    pub max_client_id_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_append_chars: 2_000,
+            max_draft_chars: 20_000,
+            max_incoming: 100,
+            default_check_ms: 25_000,
+            max_check_ms: 60_000,
+            typing_timeout_ms: 8_000,
+            max_client_id_chars: 128,
+        }
+    }
+}
+
+/// A participant as restored from the store.
+#[derive(Clone, Debug)]
+pub struct ParticipantRecord {
+    pub name: ParticipantName,
+    pub kind: ParticipantKind,
+    pub cursor: u64,
+    pub draft_segments: Vec<String>,
+}
+
+/// One conversation's protocol state.
+#[derive(Debug)]
+pub struct Conversation {
+    id: String,
+    limits: Limits,
+    participants: Vec<Participant>,
+    /// The whole log; `log[i].seq == i + 1`.
+    log: Vec<Arc<Message>>,
+    /// `(author index, client_id)` → seq, for idempotent push.
+    client_ids: HashMap<(usize, String), u64>,
+    waiters: Vec<Waiter>,
+    outputs: VecDeque<Output>,
+    last_now: Millis,
+    /// Set on shutdown: `check` answers at once instead of waiting.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Participant {
+    name: ParticipantName,
+    kind: ParticipantKind,
+    cursor: u64,
+    draft: Draft,
+    typing_until: Option<Millis>,
+    /// Whether the last `Composing` event said this participant was composing.
+    composing_reported: bool,
+    /// What this participant was last told of every participant's read position (by index).
+    receipts_told: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    request: RequestId,
+    participant: usize,
+    deadline: Millis,
+}
+
+impl Conversation {
+    /// A new, empty conversation.
+    pub fn new(id: impl Into<String>, limits: Limits) -> Self {
+        Conversation {
+            id: id.into(),
+            limits,
+            participants: Vec::new(),
+            log: Vec::new(),
+            client_ids: HashMap::new(),
+            waiters: Vec::new(),
+            outputs: VecDeque::new(),
+            last_now: Millis::ZERO,
+            closing: false,
+        }
+    }
+
+    /// Rebuilds a conversation from what the store holds. `messages` must be the whole log in
+    /// `seq` order, starting at 1.
+    pub fn restore(
+        id: impl Into<String>,
+        limits: Limits,
+        participants: Vec<ParticipantRecord>,
+        messages: Vec<Message>,
+    ) -> Self {
+        let mut conversation = Conversation::new(id, limits);
+        for record in participants {
+            let index = conversation.add_participant(record.name, record.kind);
+            let participant = &mut conversation.participants[index];
+            participant.cursor = record.cursor;
+            for segment in record.draft_segments {
+                participant.draft.push(segment);
+            }
+            participant.composing_reported = !participant.draft.is_empty();
+        }
+        for message in messages {
+            debug_assert_eq!(message.seq, conversation.log.len() as u64 + 1);
+            if let (Some(client_id), Some(author)) =
+                (&message.client_id, conversation.index_of(&message.from))
+            {
+                conversation
+                    .client_ids
+                    .insert((author, client_id.clone()), message.seq);
+            }
+            conversation.log.push(Arc::new(message));
+        }
+        conversation
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The `seq` of the newest message, 0 when there is none.
+    pub fn last_seq(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    /// Messages with `seq > after`, oldest first, at most `limit`.
+    pub fn messages_after(&self, after: u64, limit: usize) -> &[Arc<Message>] {
+        let start = (after as usize).min(self.log.len());
+        let end = start.saturating_add(limit).min(self.log.len());
+        &self.log[start..end]
+    }
+
+    /// Adds a participant (the caller has checked the name is free) and returns its index.
+    pub fn add_participant(&mut self, name: ParticipantName, kind: ParticipantKind) -> usize {
+        for participant in &mut self.participants {
+            participant.receipts_told.push(0);
+        }
+        let count = self.participants.len() + 1;
+        self.participants.push(Participant {
+            name,
+            kind,
+            cursor: 0,
+            draft: Draft::default(),
+            typing_until: None,
+            composing_reported: false,
+            receipts_told: vec![0; count],
+        });
+        count - 1
+    }
+
+    pub fn has_participant(&self, name: &ParticipantName) -> bool {
+        self.index_of(name).is_some()
+    }
+
+    /// Participants with their kind, in the order they joined.
+    pub fn participants(&self) -> impl Iterator<Item = (&ParticipantName, ParticipantKind)> {
+        self.participants.iter().map(|p| (&p.name, p.kind))
+    }
+
+    /// Every participant's read position.
+    pub fn receipts(&self) -> Vec<Receipt> {
+        self.participants
+            .iter()
+            .map(|p| Receipt {
+                participant: p.name.clone(),
+                read_up_to: p.cursor,
+            })
+            .collect()
+    }
+
+    /// Who is composing at `now`: a non-empty draft or a fresh typing lease.
+    pub fn composing(&self, now: Millis) -> Vec<ParticipantName> {
+        let now = now.max(self.last_now);
+        self.participants
+            .iter()
+            .filter(|p| p.is_composing(now))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Applies one participant's action. Replies come out of [`Conversation::poll_output`]; a
+    /// `check` with nothing to hand over replies later, from a message or a timeout.
+    pub fn handle_request(
+        &mut self,
+        now: Millis,
+        request: RequestId,
+        who: &ParticipantName,
+        action: Action,
+    ) {
+        let now = self.advance(now);
+        let Some(me) = self.index_of(who) else {
+            self.reply(request, Err(ActionError::UnknownParticipant));
+            return;
+        };
+        let kind = action.kind();
+        let result = match action {
+            Action::Append { text } => self.append(me, text),
+            Action::Undo => self.undo(me),
+            Action::Reset => Ok(self.reset(me)),
+            Action::Preview => Ok(ActionResult::Preview {
+                text: self.participants[me].draft.text(),
+            }),
+            Action::Push { force, client_id } => self.push(now, me, force, client_id),
+            Action::Send { text, client_id } => self.send(now, me, text, client_id),
+            Action::Typing { typing } => {
+                self.participants[me].typing_until =
+                    typing.then(|| now.saturating_add(self.limits.typing_timeout_ms));
+                Ok(ActionResult::Done)
+            }
+            Action::Read { up_to } => {
+                self.read(me, up_to);
+                Ok(ActionResult::Done)
+            }
+            Action::Check { timeout_ms } => {
+                if self.closing || self.has_unseen(me) {
+                    Ok(ActionResult::Check { timed_out: false })
+                } else {
+                    let wait_ms = timeout_ms
+                        .unwrap_or(self.limits.default_check_ms)
+                        .min(self.limits.max_check_ms);
+                    self.waiters.push(Waiter {
+                        request,
+                        participant: me,
+                        deadline: now.saturating_add(wait_ms),
+                    });
+                    self.report_composing(now);
+                    return;
+                }
+            }
+        };
+        match result {
+            Ok(result) => {
+                let envelope = self.envelope(now, me, kind, result);
+                self.reply(request, Ok(envelope));
+                self.wake_waiters(now);
+            }
+            Err(error) => self.reply(request, Err(error)),
+        }
+        self.report_composing(now);
+    }
+
+    /// Fires what is due at `now`: expired `check` calls and typing leases.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let now = self.advance(now);
+        let mut index = 0;
+        while index < self.waiters.len() {
+            if self.waiters[index].deadline <= now {
+                let waiter = self.waiters.remove(index);
+                self.finish_check(now, waiter, true);
+            } else {
+                index += 1;
+            }
+        }
+        for participant in &mut self.participants {
+            if participant.typing_until.is_some_and(|until| until <= now) {
+                participant.typing_until = None;
+            }
+        }
+        self.report_composing(now);
+    }
+
+    /// The server is going away: every waiting `check` answers now, and later ones do not wait.
+    pub fn handle_shutdown(&mut self, now: Millis) {
+        let now = self.advance(now);
+        self.closing = true;
+        for waiter in std::mem::take(&mut self.waiters) {
+            self.finish_check(now, waiter, true);
+        }
+    }
+
+    /// The next thing for the driver to do, or `None` when the machine is idle.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Conversation::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let waits = self.waiters.iter().map(|w| w.deadline);
+        let leases = self.participants.iter().filter_map(|p| p.typing_until);
+        waits.chain(leases).min()
+    }
+
+    /// How many `check` calls are waiting.
+    pub fn waiting_checks(&self) -> usize {
+        self.waiters.len()
+    }
+
+    // ---- actions ------------------------------------------------------------------------------
+
+    fn append(&mut self, me: usize, text: String) -> Result<ActionResult, ActionError> {
+        if text.is_empty() {
+            return Err(ActionError::EmptyText);
+        }
+        let total = text.chars().count();
+        let room = self
+            .limits
+            .max_draft_chars
+            .saturating_sub(self.participants[me].draft.chars());
+        let keep = total.min(self.limits.max_append_chars).min(room);
+        let (kept, dropped) = cut_to_chars(&text, keep);
+        let dropped_chars = total - keep;
+        let notice = (dropped_chars > 0).then(|| {
+            let excerpt = notice_excerpt(dropped);
+            if keep < total.min(self.limits.max_append_chars) {
+                format!(
+                    "Your draft is full ({} characters at most), so only {keep} of {total} \
+                     characters were added; dropped: \"{excerpt}\". Push or shorten the draft \
+                     (undo, reset) before adding more.",
+                    self.limits.max_draft_chars
+                )
+            } else {
+                format!(
+                    "One append keeps at most {} characters, so {dropped_chars} were dropped, \
+                     starting with \"{excerpt}\". Append the rest in another call.",
+                    self.limits.max_append_chars
+                )
+            }
+        });
+        if keep > 0 {
+            let kept = kept.to_owned();
+            let name = self.participants[me].name.clone();
+            self.participants[me].draft.push(kept.clone());
+            self.persist(Effect::PushSegment {
+                participant: name,
+                text: kept,
+            });
+        }
+        Ok(ActionResult::Append {
+            appended_chars: keep,
+            truncated: dropped_chars > 0,
+            dropped_chars,
+            notice,
+        })
+    }
+
+    fn undo(&mut self, me: usize) -> Result<ActionResult, ActionError> {
+        let Some(removed) = self.participants[me].draft.pop() else {
+            return Err(ActionError::NothingToUndo);
+        };
+        let name = self.participants[me].name.clone();
+        self.persist(Effect::PopSegment { participant: name });
+        Ok(ActionResult::Undo { removed })
+    }
+
+    fn reset(&mut self, me: usize) -> ActionResult {
+        let discarded_chars = self.participants[me].draft.chars();
+        if !self.participants[me].draft.is_empty() {
+            self.participants[me].draft.clear();
+            let name = self.participants[me].name.clone();
+            self.persist(Effect::ClearDraft { participant: name });
+        }
+        ActionResult::Reset { discarded_chars }
+    }
+
+    fn push(
+        &mut self,
+        now: Millis,
+        me: usize,
+        force: bool,
+        client_id: Option<String>,
+    ) -> Result<ActionResult, ActionError> {
+        if let Some(original) = self.duplicate_of(me, client_id.as_deref())? {
+            return Ok(original);
+        }
+        if self.participants[me].draft.text_is_blank() {
+            return Err(ActionError::EmptyDraft);
+        }
+        if !force && self.has_unseen(me) {
+            return Ok(ActionResult::Held {
+                reason: HoldReason::UnseenMessages,
+            });
+        }
+        let text = self.participants[me].draft.text();
+        self.participants[me].draft.clear();
+        let name = self.participants[me].name.clone();
+        self.persist(Effect::ClearDraft { participant: name });
+        Ok(self.publish(now, me, text, client_id))
+    }
+
+    fn send(
+        &mut self,
+        now: Millis,
+        me: usize,
+        text: String,
+        client_id: Option<String>,
+    ) -> Result<ActionResult, ActionError> {
+        if let Some(original) = self.duplicate_of(me, client_id.as_deref())? {
+            return Ok(original);
+        }
+        let draft = &self.participants[me].draft;
+        if text.trim().is_empty() && draft.text_is_blank() {
+            return Err(ActionError::EmptyText);
+        }
+        let chars = draft.chars() + text.chars().count();
+        if chars > self.limits.max_draft_chars {
+            return Err(ActionError::TooLong {
+                chars,
+                max_chars: self.limits.max_draft_chars,
+            });
+        }
+        let mut full = draft.text();
+        full.push_str(&text);
+        if !self.participants[me].draft.is_empty() {
+            self.participants[me].draft.clear();
+            let name = self.participants[me].name.clone();
+            self.persist(Effect::ClearDraft { participant: name });
+        }
+        Ok(self.publish(now, me, full, client_id))
+    }
+
+    fn read(&mut self, me: usize, up_to: u64) {
+        let up_to = up_to.min(self.last_seq());
+        if up_to > self.participants[me].cursor {
+            self.set_cursor(me, up_to);
+        }
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------
+
+    fn advance(&mut self, now: Millis) -> Millis {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    fn index_of(&self, name: &ParticipantName) -> Option<usize> {
+        self.participants.iter().position(|p| &p.name == name)
+    }
+
+    fn reply(&mut self, request: RequestId, reply: Result<Envelope, ActionError>) {
+        self.outputs.push_back(Output::Reply { request, reply });
+    }
+
+    fn persist(&mut self, effect: Effect) {
+        self.outputs.push_back(Output::Persist(effect));
+    }
+
+    /// The original message if `client_id` was used before by this participant.
+    fn duplicate_of(
+        &self,
+        me: usize,
+        client_id: Option<&str>,
+    ) -> Result<Option<ActionResult>, ActionError> {
+        let Some(client_id) = client_id else {
+            return Ok(None);
+        };
+        let chars = client_id.chars().count();
+        if chars == 0 || chars > self.limits.max_client_id_chars {
+            return Err(ActionError::InvalidClientId);
+        }
+        let Some(&seq) = self.client_ids.get(&(me, client_id.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(Some(ActionResult::Sent {
+            message: Arc::clone(&self.log[seq as usize - 1]),
+            duplicate: true,
+        }))
+    }
+
+    fn publish(
+        &mut self,
+        now: Millis,
+        me: usize,
+        text: String,
+        client_id: Option<String>,
+    ) -> ActionResult {
+        let seq = self.last_seq() + 1;
+        let message = Arc::new(Message {
+            seq,
+            id: format!("{}-{seq}", self.id),
+            from: self.participants[me].name.clone(),
+            text,
+            sent_at: now,
+            client_id: client_id.clone(),
+        });
+        if let Some(client_id) = client_id {
+            self.client_ids.insert((me, client_id), seq);
+        }
+        self.log.push(Arc::clone(&message));
+        // A message ends its author's typing lease, as in every chat app.
+        self.participants[me].typing_until = None;
+        self.persist(Effect::InsertMessage(Arc::clone(&message)));
+        self.outputs
+            .push_back(Output::Event(Event::Message(Arc::clone(&message))));
+        ActionResult::Sent {
+            message,
+            duplicate: false,
+        }
+    }
+
+    /// Whether a message from someone else lies beyond this participant's cursor.
+    fn has_unseen(&self, me: usize) -> bool {
+        let name = &self.participants[me].name;
+        self.log[self.participants[me].cursor as usize..]
+            .iter()
+            .any(|m| &m.from != name)
+    }
+
+    fn set_cursor(&mut self, me: usize, cursor: u64) {
+        let participant = &mut self.participants[me];
+        participant.cursor = cursor;
+        let name = participant.name.clone();
+        self.persist(Effect::SetCursor {
+            participant: name.clone(),
+            cursor,
+        });
+        self.outputs
+            .push_back(Output::Event(Event::Receipt(Receipt {
+                participant: name,
+                read_up_to: cursor,
+            })));
+    }
+
+    /// Builds the common envelope for `me`, handing over what arrived and moving the cursor.
+    fn envelope(
+        &mut self,
+        now: Millis,
+        me: usize,
+        action: ActionKind,
+        result: ActionResult,
+    ) -> Envelope {
+        let cursor = self.participants[me].cursor;
+        let mut incoming = Vec::new();
+        let mut more_incoming = false;
+        let mut last = cursor;
+        for message in &self.log[cursor as usize..] {
+            if message.from == self.participants[me].name {
+                last = message.seq;
+                continue;
+            }
+            if incoming.len() == self.limits.max_incoming {
+                more_incoming = true;
+                break;
+            }
+            last = message.seq;
+            incoming.push(Arc::clone(message));
+        }
+        if last > cursor {
+            self.set_cursor(me, last);
+        }
+        let mut receipts = Vec::new();
+        for other in 0..self.participants.len() {
+            let read_up_to = self.participants[other].cursor;
+            if other != me && self.participants[me].receipts_told[other] != read_up_to {
+                self.participants[me].receipts_told[other] = read_up_to;
+                receipts.push(Receipt {
+                    participant: self.participants[other].name.clone(),
+                    read_up_to,
+                });
+            }
+        }
+        let composing = self
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|&(index, p)| index != me && p.is_composing(now))
+            .map(|(_, p)| p.name.clone())
+            .collect();
+        let draft = &self.participants[me].draft;
+        Envelope {
+            action,
+            result,
+            incoming,
+            more_incoming,
+            receipts,
+            composing,
+            draft: DraftSummary {
+                segments: draft.segments(),
+                chars: draft.chars(),
+            },
+            cursor: self.participants[me].cursor,
+        }
+    }
+
+    fn finish_check(&mut self, now: Millis, waiter: Waiter, timed_out: bool) {
+        let result = ActionResult::Check { timed_out };
+        let envelope = self.envelope(now, waiter.participant, ActionKind::Check, result);
+        self.reply(waiter.request, Ok(envelope));
+    }
+
+    /// Answers every waiting `check` whose participant now has something unseen.
+    fn wake_waiters(&mut self, now: Millis) {
+        let mut index = 0;
+        while index < self.waiters.len() {
+            if self.has_unseen(self.waiters[index].participant) {
+                let waiter = self.waiters.remove(index);
+                self.finish_check(now, waiter, false);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Emits a `Composing` event for everyone whose composing state changed.
+    fn report_composing(&mut self, now: Millis) {
+        for index in 0..self.participants.len() {
+            let participant = &mut self.participants[index];
+            let composing = participant.is_composing(now);
+            if composing != participant.composing_reported {
+                participant.composing_reported = composing;
+                let name = participant.name.clone();
+                self.outputs.push_back(Output::Event(Event::Composing {
+                    participant: name,
+                    composing,
+                }));
+            }
+        }
+    }
+}
+
+impl Participant {
+    fn is_composing(&self, now: Millis) -> bool {
+        !self.draft.is_empty() || self.typing_until.is_some_and(|until| until > now)
+    }
+}
