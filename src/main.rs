@@ -1,1 +1,155 @@
-fn main() {}
+//! The `hark` binary: the CLI, the config, telemetry, and the only reader of the environment.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hark_server::{Server, ServerConfig};
+use hark_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigFile;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+const DEFAULT_DB: &str = "hark.db";
+
+#[derive(Parser)]
+#[command(name = "hark", version, about = "A conversation runtime where models and people talk asynchronously.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP/SSE server on the embedded SQLite store.
+    Serve(ServeArgs),
+    /// Measure durable pushes/s and push→SSE latency over loopback HTTP.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:7878; port 0 picks a free port).
+    #[arg(long, env = "HARK_LISTEN")]
+    listen: Option<String>,
+    /// The SQLite database file, created if missing (default ./hark.db).
+    #[arg(long, env = "HARK_DB")]
+    db: Option<PathBuf>,
+    /// A TOML config file (see README).
+    #[arg(long, env = "HARK_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.server.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let addr: SocketAddr = tokio::net::lookup_host(&listen)
+        .await
+        .with_context(|| format!("cannot resolve the listen address {listen}"))?
+        .next()
+        .with_context(|| format!("the listen address {listen} resolves to nothing"))?;
+    let admin_token = std::env::var("HARK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(file.server.admin_token.clone());
+    if admin_token.is_none() && !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr} without an admin token: set HARK_ADMIN_TOKEN or \
+             [server] admin_token, or listen on a loopback address"
+        );
+    }
+    let db = args
+        .db
+        .or(file.server.db.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+    let store = SqliteStore::open(&db)
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let defaults = ServerConfig::default();
+    let config = ServerConfig {
+        admin_open: admin_token.is_none(),
+        admin_token,
+        max_body_bytes: file.server.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        rate_limit_per_s: file
+            .server
+            .rate_limit_per_s
+            .unwrap_or(defaults.rate_limit_per_s),
+        rate_limit_burst: file
+            .server
+            .rate_limit_burst
+            .unwrap_or(defaults.rate_limit_burst),
+        limits: file.limits(),
+        agents: file.agent.iter().map(|a| a.name.clone()).collect(),
+        ..defaults
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("hark listening on http://{local} (database {})", db.display());
+    if config.admin_open {
+        tracing::warn!("no admin token configured: admin routes are open on this loopback address");
+    }
+    Server::new(Arc::new(store), config, shutdown)
+        .serve(listener)
+        .await
+        .context("the server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: ending event streams and waiting checks");
+    shutdown.cancel();
+}

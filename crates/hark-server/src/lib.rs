@@ -1,1 +1,125 @@
-//! Server.
+//! hark's server: the HTTP/SSE surface of SPEC.md section 3 and the tasks that drive the core.
+//!
+//! [`Server::new`] wires a [`Store`] to the routes; [`Server::serve`] runs them on a listener the
+//! caller bound (tests bind port 0) until the shutdown token fires, then ends open event streams
+//! and waiting `check` calls so that shutdown never hangs.
+
+mod auth;
+mod conversation;
+mod error;
+mod events;
+mod routes;
+mod wire;
+
+use std::sync::Arc;
+
+use hark_core::protocol::Limits;
+use hark_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+
+/// Everything the server can be told; the binary fills it from the CLI, config and environment.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The admin token; `None` leaves admin routes open only if `admin_open` is set.
+    pub admin_token: Option<String>,
+    /// Admin routes need no token (only ever set for a loopback listener without admin token).
+    pub admin_open: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests per second allowed per token; 0 turns the limit off.
+    pub rate_limit_per_s: u32,
+    /// Requests a token may make in a burst above the steady rate.
+    pub rate_limit_burst: u32,
+    /// Interval of SSE keep-alive comments.
+    pub keepalive_ms: u64,
+    /// The protocol's limits.
+    pub limits: Limits,
+    /// Names of the built-in agents the config defines (a participant's `agent` must be one).
+    pub agents: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            admin_token: None,
+            admin_open: true,
+            max_body_bytes: 1024 * 1024,
+            rate_limit_per_s: 200,
+            rate_limit_burst: 400,
+            keepalive_ms: 15_000,
+            limits: Limits::default(),
+            agents: Vec::new(),
+        }
+    }
+}
+
+/// Shared by every request handler.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    registry: conversation::Registry,
+    auth: auth::Auth,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Server {
+    state: AppState,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        let tracker = TaskTracker::new();
+        let registry = conversation::Registry::new(
+            Arc::clone(&store),
+            config.limits.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let auth = auth::Auth::new(
+            config.admin_token.as_deref(),
+            config.admin_open,
+            config.rate_limit_per_s,
+            config.rate_limit_burst,
+        );
+        Server {
+            state: AppState(Arc::new(Inner {
+                store,
+                registry,
+                auth,
+                config,
+                shutdown,
+            })),
+            tracker,
+        }
+    }
+
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Serves until the shutdown token fires and every connection has finished.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        self.tracker.close();
+        Ok(())
+    }
+}

@@ -1,1 +1,115 @@
-//! Storage.
+//! hark's storage: one [`Store`] interface, and [`SqliteStore`], the embedded default.
+//!
+//! The interface speaks in the core's terms (messages, participants, durable effects), never in
+//! SQL or wire formats, so that a PostgreSQL implementation for several nodes can be added beside
+//! SQLite without touching the core or the server.
+//!
+//! **Invariant:** when [`Store::commit`] returns `Ok`, every effect it was given is durable (on
+//! disk, fsynced), and a batch is applied whole or not at all.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
+use hark_core::time::Millis;
+
+pub use sqlite::SqliteStore;
+
+/// A token's SHA-256 digest: tokens themselves are never stored.
+pub type TokenHash = [u8; 32];
+
+/// Storage for conversations. Every method is safe to call from many tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers `Ok` when the store can serve reads and writes.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a conversation with its first participants.
+    async fn create_conversation(&self, conversation: NewConversation) -> Result<(), StoreError>;
+
+    /// Adds a participant; [`StoreError::NameTaken`] if the name is in use there.
+    async fn add_participant(
+        &self,
+        conversation: &str,
+        participant: NewParticipant,
+    ) -> Result<(), StoreError>;
+
+    /// Everything needed to rebuild a conversation's state machine, or `None` if it is unknown.
+    async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError>;
+
+    /// Who a token belongs to.
+    async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError>;
+
+    /// Messages with `seq > after`, oldest first, at most `limit`.
+    async fn messages_after(
+        &self,
+        conversation: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Makes a batch of effects durable, all or nothing.
+    async fn commit(&self, conversation: &str, effects: Vec<Effect>) -> Result<(), StoreError>;
+}
+
+#[derive(Clone, Debug)]
+pub struct NewConversation {
+    pub id: String,
+    pub title: Option<String>,
+    pub created_at: Millis,
+    pub participants: Vec<NewParticipant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewParticipant {
+    pub name: ParticipantName,
+    pub kind: ParticipantKind,
+    /// The built-in agent that plays this participant, if any.
+    pub agent: Option<String>,
+    pub token_hash: TokenHash,
+}
+
+/// A conversation as the store holds it.
+#[derive(Clone, Debug)]
+pub struct StoredConversation {
+    pub id: String,
+    pub title: Option<String>,
+    pub created_at: Millis,
+    pub participants: Vec<StoredParticipant>,
+    /// The whole log, in `seq` order.
+    pub messages: Vec<Message>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredParticipant {
+    pub record: ParticipantRecord,
+    pub agent: Option<String>,
+}
+
+/// The participant a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub conversation: String,
+    pub name: ParticipantName,
+    pub kind: ParticipantKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed to write; the operation may be retried.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a participant with that name already exists in this conversation")]
+    NameTaken,
+    #[error("no such conversation")]
+    NotFound,
+    /// Stored data that cannot be read back (a bug or a damaged file); not retryable.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}

@@ -315,6 +315,11 @@ impl Conversation {
         waits.chain(leases).min()
     }
 
+    /// Forgets a waiting `check` whose caller went away, so nothing is handed over to nobody.
+    pub fn cancel_check(&mut self, request: RequestId) {
+        self.waiters.retain(|w| w.request != request);
+    }
+
     /// How many `check` calls are waiting.
     pub fn waiting_checks(&self) -> usize {
         self.waiters.len()

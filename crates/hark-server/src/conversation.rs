@@ -1,0 +1,430 @@
+//! The driver of the protocol state machine: one task per live conversation owns its
+//! [`Conversation`] and executes its outputs.
+//!
+//! The task drains whatever commands are queued, feeds them to the state machine, commits every
+//! durable effect of that batch in one store call, and only then publishes events and answers.
+//! So nobody ever sees a message, a cursor or a draft that a crash could take back, and many
+//! pushes share one fsync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hark_core::protocol::{
+    Action, ActionError, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
+    ParticipantName, Receipt, RequestId,
+};
+use hark_core::time::Millis;
+use hark_store::{NewParticipant, Store, StoreError, StoredConversation};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Commands queued for one conversation's task before it stops taking more into a batch.
+const MAX_BATCH: usize = 1024;
+const COMMAND_QUEUE: usize = 4096;
+const EVENT_BUFFER: usize = 4096;
+
+/// The wall clock as the core wants it. The only place the server reads it for the protocol.
+pub fn now() -> Millis {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Millis(since_epoch.as_millis() as u64)
+}
+
+/// What went wrong with an action: refused by the protocol, or not stored.
+#[derive(Debug)]
+pub enum ActError {
+    Refused(ActionError),
+    Unavailable,
+}
+
+/// A snapshot for `GET /v1/conversations/{id}`.
+pub struct Description {
+    pub participants: Vec<(ParticipantName, ParticipantKind, Option<String>)>,
+    pub last_seq: u64,
+    pub receipts: Vec<Receipt>,
+    pub composing: Vec<ParticipantName>,
+}
+
+enum Command {
+    Act {
+        request: RequestId,
+        who: ParticipantName,
+        action: Action,
+        reply: oneshot::Sender<Result<Envelope, ActError>>,
+    },
+    /// The caller of a waiting `check` went away: stop waiting on its behalf.
+    Cancel(RequestId),
+    AddParticipant {
+        participant: NewParticipant,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Describe(oneshot::Sender<Description>),
+    Subscribe(oneshot::Sender<(broadcast::Receiver<Event>, u64)>),
+}
+
+/// A cheap handle to a live conversation's task.
+#[derive(Clone)]
+pub struct Handle {
+    pub id: Arc<str>,
+    pub title: Option<Arc<str>>,
+    commands: mpsc::Sender<Command>,
+    next_request: Arc<AtomicU64>,
+}
+
+impl Handle {
+    /// Applies one action and waits for its result (for `check`, until it returns).
+    pub async fn act(&self, who: ParticipantName, action: Action) -> Result<Envelope, ActError> {
+        let request = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (reply, result) = oneshot::channel();
+        self.send(Command::Act {
+            request,
+            who,
+            action,
+            reply,
+        })
+        .await?;
+        // If this future is dropped while waiting (the client went away), tell the task, so a
+        // `check` does not hand messages over to nobody.
+        let guard = CancelOnDrop {
+            commands: &self.commands,
+            request,
+        };
+        let result = result.await.map_err(|_| ActError::Unavailable)?;
+        std::mem::forget(guard);
+        result
+    }
+
+    pub async fn add_participant(&self, participant: NewParticipant) -> Result<(), StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Command::AddParticipant { participant, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the conversation task stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the conversation task stopped".into()))?
+    }
+
+    pub async fn describe(&self) -> Result<Description, ActError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Command::Describe(reply)).await?;
+        result.await.map_err(|_| ActError::Unavailable)
+    }
+
+    /// A receiver of live events and the seq of the last message already committed: every
+    /// message after it will arrive on the receiver.
+    pub async fn subscribe(&self) -> Result<(broadcast::Receiver<Event>, u64), ActError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Command::Subscribe(reply)).await?;
+        result.await.map_err(|_| ActError::Unavailable)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ActError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ActError::Unavailable)
+    }
+
+    fn is_running(&self) -> bool {
+        !self.commands.is_closed()
+    }
+}
+
+struct CancelOnDrop<'a> {
+    commands: &'a mpsc::Sender<Command>,
+    request: RequestId,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(Command::Cancel(self.request));
+    }
+}
+
+/// The live conversations of this process, loaded from the store on first use.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    live: Mutex<HashMap<Arc<str>, Handle>>,
+    /// Serialises loads so a conversation is never loaded twice at once.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Registry {
+            store,
+            limits,
+            shutdown,
+            tracker,
+            live: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The conversation's handle, loading it if needed; `None` if the store does not know it.
+    pub async fn get(&self, id: &str) -> Result<Option<Handle>, StoreError> {
+        if let Some(handle) = self.cached(id) {
+            return Ok(Some(handle));
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(handle) = self.cached(id) {
+            return Ok(Some(handle));
+        }
+        let Some(stored) = self.store.load_conversation(id).await? else {
+            return Ok(None);
+        };
+        let handle = self.start(stored);
+        self.lock_live().insert(Arc::clone(&handle.id), handle.clone());
+        Ok(Some(handle))
+    }
+
+    fn cached(&self, id: &str) -> Option<Handle> {
+        let live = self.lock_live();
+        live.get(id).filter(|h| h.is_running()).cloned()
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Handle>> {
+        // A panic while holding this lock leaves the map itself intact, so keep using it.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self, stored: StoredConversation) -> Handle {
+        let id: Arc<str> = Arc::from(stored.id.as_str());
+        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let agents = stored
+            .participants
+            .iter()
+            .map(|p| (p.record.name.clone(), p.agent.clone()))
+            .collect();
+        let conversation = restore(&stored, &self.limits);
+        let task = Task {
+            id: Arc::clone(&id),
+            conversation,
+            agents,
+            store: Arc::clone(&self.store),
+            limits: self.limits.clone(),
+            events,
+            pending: HashMap::new(),
+            shutdown: self.shutdown.clone(),
+        };
+        let span = tracing::info_span!("conversation", id = %id);
+        self.tracker.spawn(task.run(inbox).instrument(span));
+        Handle {
+            id,
+            title: stored.title.as_deref().map(Arc::from),
+            commands,
+            next_request: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
+    Conversation::restore(
+        stored.id.clone(),
+        limits.clone(),
+        stored.participants.iter().map(|p| p.record.clone()).collect(),
+        stored.messages.clone(),
+    )
+}
+
+struct Task {
+    id: Arc<str>,
+    conversation: Conversation,
+    agents: Vec<(ParticipantName, Option<String>)>,
+    store: Arc<dyn Store>,
+    limits: Limits,
+    events: broadcast::Sender<Event>,
+    pending: HashMap<RequestId, oneshot::Sender<Result<Envelope, ActError>>>,
+    shutdown: CancellationToken,
+}
+
+impl Task {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        let mut closing = false;
+        loop {
+            let deadline = self.conversation.poll_timeout().map(|due| {
+                let wait = due.since(now());
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    self.conversation.handle_shutdown(now());
+                }
+                command = inbox.recv() => {
+                    let Some(command) = command else { break };
+                    let mut next = Some(command);
+                    let mut taken = 0;
+                    while let Some(command) = next.take() {
+                        if !self.handle(command).await {
+                            return;
+                        }
+                        taken += 1;
+                        if taken < MAX_BATCH {
+                            next = inbox.try_recv().ok();
+                        }
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.conversation.handle_timeout(now());
+                }
+            }
+            if !self.flush().await {
+                return;
+            }
+        }
+    }
+
+    /// Feeds one command to the state machine. Returns false if the task must stop.
+    async fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Act {
+                request,
+                who,
+                action,
+                reply,
+            } => {
+                self.pending.insert(request, reply);
+                self.conversation
+                    .handle_request(now(), request, &who, action);
+                true
+            }
+            Command::Cancel(request) => {
+                self.conversation.cancel_check(request);
+                self.pending.remove(&request);
+                true
+            }
+            Command::AddParticipant { participant, reply } => {
+                if !self.flush().await {
+                    let _ = reply.send(Err(StoreError::Unavailable("reload failed".into())));
+                    return false;
+                }
+                let name = participant.name.clone();
+                let kind = participant.kind;
+                let agent = participant.agent.clone();
+                let result = if self.conversation.has_participant(&name) {
+                    Err(StoreError::NameTaken)
+                } else {
+                    self.store.add_participant(&self.id, participant).await
+                };
+                if result.is_ok() {
+                    self.conversation.add_participant(name.clone(), kind);
+                    self.agents.push((name, agent));
+                }
+                let _ = reply.send(result);
+                true
+            }
+            Command::Describe(reply) => {
+                let ok = self.flush().await;
+                let now = now();
+                let _ = reply.send(Description {
+                    participants: self
+                        .conversation
+                        .participants()
+                        .map(|(name, kind)| (name.clone(), kind, self.agent_of(name)))
+                        .collect(),
+                    last_seq: self.conversation.last_seq(),
+                    receipts: self.conversation.receipts(),
+                    composing: self.conversation.composing(now),
+                });
+                ok
+            }
+            Command::Subscribe(reply) => {
+                // Flush first, so the seq handed back is committed and every later message is
+                // published after this receiver exists: no gap, no duplicate.
+                let ok = self.flush().await;
+                let _ = reply.send((self.events.subscribe(), self.conversation.last_seq()));
+                ok
+            }
+        }
+    }
+
+    fn agent_of(&self, name: &ParticipantName) -> Option<String> {
+        self.agents
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, agent)| agent.clone())
+    }
+
+    /// Commits the batch's effects, then publishes its events and sends its replies. Returns
+    /// false if the store failed and the state could not be rebuilt.
+    async fn flush(&mut self) -> bool {
+        let mut effects = Vec::new();
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        while let Some(output) = self.conversation.poll_output() {
+            match output {
+                Output::Persist(effect) => effects.push(effect),
+                Output::Event(event) => events.push(event),
+                Output::Reply { request, reply } => replies.push((request, reply)),
+            }
+        }
+        if !effects.is_empty()
+            && let Err(error) = self.store.commit(&self.id, effects).await
+        {
+            tracing::error!(%error, "commit failed; rebuilding the conversation from the store");
+            return self.recover(replies).await;
+        }
+        for event in events {
+            // No receivers is fine: nobody is listening right now.
+            let _ = self.events.send(event);
+        }
+        for (request, reply) in replies {
+            if let Some(sender) = self.pending.remove(&request) {
+                let _ = sender.send(reply.map_err(ActError::Refused));
+            }
+        }
+        true
+    }
+
+    /// Nothing of the failed batch was stored: refuse its replies and every waiting call, and
+    /// rebuild the state machine from what the store holds.
+    async fn recover(
+        &mut self,
+        replies: Vec<(RequestId, Result<Envelope, ActionError>)>,
+    ) -> bool {
+        for (request, _) in replies {
+            if let Some(sender) = self.pending.remove(&request) {
+                let _ = sender.send(Err(ActError::Unavailable));
+            }
+        }
+        for (_, sender) in self.pending.drain() {
+            let _ = sender.send(Err(ActError::Unavailable));
+        }
+        match self.store.load_conversation(&self.id).await {
+            Ok(Some(stored)) => {
+                self.conversation = restore(&stored, &self.limits);
+                if self.shutdown.is_cancelled() {
+                    self.conversation.handle_shutdown(now());
+                }
+                true
+            }
+            Ok(None) | Err(_) => {
+                tracing::error!("cannot reload the conversation; its task stops");
+                false
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,148 @@
+//! `GET /v1/conversations/{id}/events`: server-sent events with gapless resume.
+//!
+//! The stream subscribes to the conversation's live events first and learns the last committed
+//! seq at that instant; it then replays every message after the client's position from the store
+//! and switches to live events, dropping any message it already sent. A lagging subscriber
+//! catches up from the store, so a slow client loses nothing.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use hark_core::protocol::{Event, Message};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::{act_error, bad_query, conversation};
+use crate::wire;
+
+const REPLAY_PAGE: usize = 500;
+const STREAM_BUFFER: usize = 256;
+
+pub async fn stream(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<wire::EventsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(format!("The path is not valid: {e}.")))?;
+    state
+        .auth
+        .require_participant(&headers, &*state.store, &id)
+        .await?;
+    let Query(query) = query.map_err(bad_query)?;
+    let resume_from = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a message seq."))?,
+        ),
+        None => query.after,
+    };
+    let handle = conversation(&state, &id).await?;
+    let (live, last_seq) = handle.subscribe().await.map_err(act_error)?;
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let feeder = Feeder {
+        state: state.clone(),
+        id,
+        tx,
+        sent: resume_from.unwrap_or(last_seq),
+    };
+    tokio::spawn(feeder.run(live, last_seq));
+    let keepalive = KeepAlive::new()
+        .interval(Duration::from_millis(state.config.keepalive_ms))
+        .text("keep-alive");
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(keepalive))
+}
+
+struct Feeder {
+    state: AppState,
+    id: String,
+    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+    /// The seq of the last message sent on this stream.
+    sent: u64,
+}
+
+impl Feeder {
+    async fn run(mut self, mut live: broadcast::Receiver<Event>, last_seq: u64) {
+        if self.catch_up(Some(last_seq)).await.is_err() {
+            return;
+        }
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+                received = live.recv() => received,
+            };
+            let result = match received {
+                Ok(Event::Message(message)) if message.seq <= self.sent => Ok(()),
+                Ok(Event::Message(message)) => {
+                    // A message beyond the next one means this stream missed some: fetch them.
+                    match self.catch_up(Some(message.seq - 1)).await {
+                        Ok(()) => self.send_message(&message).await,
+                        Err(()) => Err(()),
+                    }
+                }
+                Ok(event) => self.send(&event).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(None).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends every stored message after `self.sent`, up to `until` (or all of them).
+    async fn catch_up(&mut self, until: Option<u64>) -> Result<(), ()> {
+        while until.is_none_or(|until| self.sent < until) {
+            let page = match self
+                .state
+                .store
+                .messages_after(&self.id, self.sent, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "event stream cannot replay; closing it");
+                    return Err(());
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for message in &page {
+                if until.is_some_and(|until| message.seq > until) {
+                    return Ok(());
+                }
+                self.send_message(message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_message(&mut self, message: &Message) -> Result<(), ()> {
+        let event = SseEvent::default()
+            .event("message")
+            .id(message.seq.to_string())
+            .data(wire::message(message).to_string());
+        self.tx.send(Ok(event)).await.map_err(drop)?;
+        self.sent = message.seq;
+        Ok(())
+    }
+
+    async fn send(&mut self, event: &Event) -> Result<(), ()> {
+        let (name, data, _) = wire::event(event);
+        let event = SseEvent::default().event(name).data(data.to_string());
+        self.tx.send(Ok(event)).await.map_err(drop)
+    }
+}

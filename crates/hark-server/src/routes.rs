@@ -1,0 +1,330 @@
+//! The routes of SPEC.md section 3 (except `/mcp` and `/`).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hark_core::protocol::{ActionKind, ParticipantKind, ParticipantName};
+use hark_store::{NewConversation, NewParticipant, TokenOwner};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{hash_token, mint_conversation_id, mint_token};
+use crate::conversation::{ActError, Handle, now};
+use crate::error::ApiError;
+use crate::events;
+use crate::wire;
+
+const MAX_PARTICIPANTS: usize = 64;
+const MAX_TITLE_CHARS: usize = 200;
+const HISTORY_DEFAULT_LIMIT: usize = 100;
+const HISTORY_MAX_LIMIT: usize = 1000;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/conversations", post(create_conversation))
+        .route("/v1/conversations/{id}", get(describe))
+        .route("/v1/conversations/{id}/participants", post(add_participant))
+        .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/conversations/{id}/events", get(events::stream))
+        .route("/v1/conversations/{id}/{action}", post(act))
+        .fallback(|| async {
+            ApiError::not_found("No such route: see SPEC.md section 3 for the routes.")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This route does not take that method.",
+            )
+        })
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state.auth.require_admin(&headers, &*state.store).await?;
+    let body = read_body(&state, &headers, body).await?;
+    let request: wire::CreateConversation = wire::parse(&body)?;
+    if let Some(title) = &request.title
+        && title.chars().count() > MAX_TITLE_CHARS
+    {
+        return Err(ApiError::bad_request(format!(
+            "A title is at most {MAX_TITLE_CHARS} characters."
+        )));
+    }
+    if request.participants.is_empty() || request.participants.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::bad_request(format!(
+            "A conversation starts with 1 to {MAX_PARTICIPANTS} participants."
+        )));
+    }
+    let mut participants = Vec::with_capacity(request.participants.len());
+    let mut tokens = Vec::with_capacity(request.participants.len());
+    for p in request.participants {
+        let (participant, token) = new_participant(&state, p)?;
+        if participants
+            .iter()
+            .any(|q: &NewParticipant| q.name == participant.name)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_name",
+                format!(
+                    "Two participants are named '{}': names are unique in a conversation.",
+                    participant.name
+                ),
+            ));
+        }
+        tokens.push(token);
+        participants.push(participant);
+    }
+    let id = mint_conversation_id();
+    state
+        .store
+        .create_conversation(NewConversation {
+            id: id.clone(),
+            title: request.title.clone(),
+            created_at: now(),
+            participants: participants.clone(),
+        })
+        .await?;
+    let mut listed = Vec::with_capacity(participants.len());
+    for (participant, token) in participants.into_iter().zip(tokens) {
+        state.auth.remember(
+            participant.token_hash,
+            TokenOwner {
+                conversation: id.clone(),
+                name: participant.name.clone(),
+                kind: participant.kind,
+            },
+        );
+        listed.push(participant_json(&participant, &token));
+    }
+    let body = json!({ "id": id, "title": request.title, "participants": listed });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn add_participant(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    state.auth.require_admin(&headers, &*state.store).await?;
+    let body = read_body(&state, &headers, body).await?;
+    let (participant, token) = new_participant(&state, wire::parse(&body)?)?;
+    let handle = conversation(&state, &id).await?;
+    handle.add_participant(participant.clone()).await?;
+    state.auth.remember(
+        participant.token_hash,
+        TokenOwner {
+            conversation: id,
+            name: participant.name.clone(),
+            kind: participant.kind,
+        },
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(participant_json(&participant, &token)),
+    )
+        .into_response())
+}
+
+async fn describe(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    state
+        .auth
+        .require_admin_or_participant(&headers, &*state.store, &id)
+        .await?;
+    let handle = conversation(&state, &id).await?;
+    let description = handle.describe().await.map_err(act_error)?;
+    let participants: Vec<Value> = description
+        .participants
+        .iter()
+        .map(|(name, kind, agent)| {
+            let mut p = json!({ "name": name.as_str(), "kind": kind.as_str() });
+            if let Some(agent) = agent {
+                p["agent"] = json!(agent);
+            }
+            p
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": id,
+        "title": handle.title.as_deref(),
+        "participants": participants,
+        "last_seq": description.last_seq,
+        "receipts": description.receipts.iter().map(wire::receipt).collect::<Vec<_>>(),
+        "composing": description.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<wire::HistoryQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    state
+        .auth
+        .require_participant(&headers, &*state.store, &id)
+        .await?;
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = query
+        .limit
+        .unwrap_or(HISTORY_DEFAULT_LIMIT)
+        .clamp(1, HISTORY_MAX_LIMIT);
+    let mut page = state
+        .store
+        .messages_after(&id, query.after, limit + 1)
+        .await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let messages: Vec<Value> = page.iter().map(wire::message).collect();
+    Ok(Json(json!({ "messages": messages, "more": more })).into_response())
+}
+
+async fn act(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(bad_path)?;
+    let owner = state
+        .auth
+        .require_participant(&headers, &*state.store, &id)
+        .await?;
+    let Some(kind) = ActionKind::parse(&action) else {
+        let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "Unknown action '{action}': use one of {}.",
+            known.join(", ")
+        )));
+    };
+    let body = read_body(&state, &headers, body).await?;
+    let action = wire::decode_action(kind, &body)?;
+    let handle = conversation(&state, &id).await?;
+    let envelope = handle.act(owner.name, action).await.map_err(act_error)?;
+    Ok(Json(wire::envelope(&envelope)).into_response())
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+/// A JSON response with the right content type; `axum::Json` would do, this keeps the import
+/// list of the handlers short.
+struct Json<T>(T);
+
+impl IntoResponse for Json<Value> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+pub(crate) async fn conversation(state: &AppState, id: &str) -> Result<Handle, ApiError> {
+    state
+        .registry
+        .get(id)
+        .await?
+        .ok_or_else(ApiError::conversation_not_found)
+}
+
+pub(crate) fn act_error(error: ActError) -> ApiError {
+    match error {
+        ActError::Refused(error) => error.into(),
+        ActError::Unavailable => ApiError::unavailable(),
+    }
+}
+
+/// Reads the whole body, refusing more than `max_body_bytes` without buffering it.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request("The request body could not be read to the end.")
+        }
+    })
+}
+
+fn new_participant(
+    state: &AppState,
+    p: wire::NewParticipant,
+) -> Result<(NewParticipant, String), ApiError> {
+    let name = ParticipantName::parse(&p.name)
+        .map_err(|e| ApiError::bad_request(format!("Bad participant name {:?}: {e}.", p.name)))?;
+    if let Some(agent) = &p.agent
+        && !state.config.agents.iter().any(|a| a == agent)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_agent",
+            format!("No built-in agent named '{agent}' is configured on this server."),
+        ));
+    }
+    let token = mint_token();
+    Ok((
+        NewParticipant {
+            name,
+            kind: ParticipantKind::from(p.kind),
+            agent: p.agent,
+            token_hash: hash_token(&token),
+        },
+        token,
+    ))
+}
+
+fn participant_json(participant: &NewParticipant, token: &str) -> Value {
+    let mut value = json!({
+        "name": participant.name.as_str(),
+        "kind": participant.kind.as_str(),
+        "token": token,
+    });
+    if let Some(agent) = &participant.agent {
+        value["agent"] = json!(agent);
+    }
+    value
+}
+
+fn bad_path(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("The path is not valid: {rejection}."))
+}
+
+pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("The query string is not valid: {rejection}."))
+}

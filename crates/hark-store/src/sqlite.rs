@@ -1,0 +1,670 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go to one writer thread that drains whatever jobs are queued and applies them in one
+//! transaction (group commit: one fsync for many pushes), each job inside its own savepoint so a
+//! failing job cannot take the others down. Reads use a small pool of connections on the blocking
+//! thread pool; WAL lets them run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
+use hark_core::time::Millis;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    NewConversation, NewParticipant, Store, StoreError, StoredConversation, StoredParticipant,
+    TokenHash, TokenOwner,
+};
+
+/// The schema, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE conversations (
+        id            TEXT PRIMARY KEY,
+        title         TEXT,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE participants (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        name            TEXT NOT NULL,
+        position        INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        agent           TEXT,
+        token_hash      BLOB NOT NULL UNIQUE,
+        cursor          INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (conversation_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        sender          TEXT NOT NULL,
+        text            TEXT NOT NULL,
+        sent_at_ms      INTEGER NOT NULL,
+        client_id       TEXT,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX messages_client_id
+        ON messages (conversation_id, sender, client_id) WHERE client_id IS NOT NULL;
+    CREATE TABLE draft_segments (
+        conversation_id TEXT NOT NULL,
+        participant     TEXT NOT NULL,
+        position        INTEGER NOT NULL,
+        text            TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, participant, position)
+    ) WITHOUT ROWID;
+"#];
+
+/// Most jobs folded into one transaction; bounds the latency a single commit can add.
+const MAX_JOBS_PER_COMMIT: usize = 2048;
+const READ_CONNECTIONS: usize = 4;
+
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+enum Write {
+    Create(NewConversation),
+    AddParticipant(String, NewParticipant),
+    Commit(String, Vec<Effect>),
+}
+
+struct Job {
+    write: Write,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = open_connection(&path)?;
+        migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READ_CONNECTIONS);
+        for _ in 0..READ_CONNECTIONS {
+            readers.push(open_connection(&path)?);
+        }
+        let (jobs, queue) = mpsc::unbounded_channel();
+        thread::Builder::new()
+            .name("hark-sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(SqliteStore {
+            writer: jobs,
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (done, result) = oneshot::channel();
+        self.writer
+            .send(Job { write, done })
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+
+    /// Runs `read` on a pooled connection on the blocking thread pool.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| poisoned())?.pop();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => open_connection(&path)?,
+            };
+            let result = read(&connection);
+            let mut pool = readers.lock().map_err(|_| poisoned())?;
+            if pool.len() < READ_CONNECTIONS {
+                pool.push(connection);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_conversation(&self, conversation: NewConversation) -> Result<(), StoreError> {
+        self.write(Write::Create(conversation)).await
+    }
+
+    async fn add_participant(
+        &self,
+        conversation: &str,
+        participant: NewParticipant,
+    ) -> Result<(), StoreError> {
+        self.write(Write::AddParticipant(conversation.to_owned(), participant))
+            .await
+    }
+
+    async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| load_conversation(c, &id)).await
+    }
+
+    async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT conversation_id, name, kind FROM participants WHERE token_hash = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([&hash[..]], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            row.map(|(conversation, name, kind)| {
+                Ok(TokenOwner {
+                    conversation,
+                    name: parse_name(&name)?,
+                    kind: parse_kind(&kind)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        conversation: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let conversation = conversation.to_owned();
+        self.read(move |c| messages_after(c, &conversation, after, limit))
+            .await
+    }
+
+    async fn commit(&self, conversation: &str, effects: Vec<Effect>) -> Result<(), StoreError> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        self.write(Write::Commit(conversation.to_owned(), effects))
+            .await
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    // FULL makes every commit fsync the WAL: an acknowledged push survives power loss, not only
+    // a killed process. Group commit keeps the cost to one fsync per batch.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(unavailable)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {version}, newer than this hark ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = connection.transaction().map_err(unavailable)?;
+        tx.execute_batch(migration).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn run_writer(mut connection: Connection, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = apply_batch(&mut connection, &batch);
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+/// Applies every job in one transaction, each in a savepoint; commit failure fails them all.
+fn apply_batch(connection: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+    let fail_all = |e: rusqlite::Error| {
+        let message = e.to_string();
+        (0..batch.len())
+            .map(|_| Err(StoreError::Unavailable(message.clone())))
+            .collect()
+    };
+    let mut tx = match connection.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(e),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let result = (|| {
+            let savepoint = tx.savepoint().map_err(unavailable)?;
+            apply_write(&savepoint, &job.write)?;
+            savepoint.commit().map_err(unavailable)
+        })();
+        results.push(result);
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => fail_all(e),
+    }
+}
+
+fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Create(conversation) => {
+            tx.execute(
+                "INSERT INTO conversations (id, title, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![
+                    conversation.id,
+                    conversation.title,
+                    conversation.created_at.0 as i64
+                ],
+            )
+            .map_err(unavailable)?;
+            for participant in &conversation.participants {
+                insert_participant(tx, &conversation.id, participant)?;
+            }
+            Ok(())
+        }
+        Write::AddParticipant(conversation, participant) => {
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM conversations WHERE id = ?1",
+                    [conversation],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            insert_participant(tx, conversation, participant)
+        }
+        Write::Commit(conversation, effects) => {
+            for effect in effects {
+                apply_effect(tx, conversation, effect)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn insert_participant(
+    tx: &Connection,
+    conversation: &str,
+    participant: &NewParticipant,
+) -> Result<(), StoreError> {
+    let taken: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM participants WHERE conversation_id = ?1 AND name = ?2",
+            params![conversation, participant.name.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    if taken.is_some() {
+        return Err(StoreError::NameTaken);
+    }
+    tx.execute(
+        "INSERT INTO participants (conversation_id, name, position, kind, agent, token_hash)
+         VALUES (?1, ?2,
+                 (SELECT COUNT(*) FROM participants WHERE conversation_id = ?1),
+                 ?3, ?4, ?5)",
+        params![
+            conversation,
+            participant.name.as_str(),
+            participant.kind.as_str(),
+            participant.agent,
+            &participant.token_hash[..]
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<(), StoreError> {
+    let result = match effect {
+        Effect::InsertMessage(m) => tx
+            .prepare_cached(
+                "INSERT INTO messages (conversation_id, seq, sender, text, sent_at_ms, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    conversation,
+                    m.seq as i64,
+                    m.from.as_str(),
+                    m.text,
+                    m.sent_at.0 as i64,
+                    m.client_id
+                ])
+            }),
+        // Cursors only move forward, even if effects were ever replayed out of order.
+        Effect::SetCursor {
+            participant,
+            cursor,
+        } => tx
+            .prepare_cached(
+                "UPDATE participants SET cursor = MAX(cursor, ?3)
+                 WHERE conversation_id = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| s.execute(params![conversation, participant.as_str(), *cursor as i64])),
+        Effect::PushSegment { participant, text } => tx
+            .prepare_cached(
+                "INSERT INTO draft_segments (conversation_id, participant, position, text)
+                 VALUES (?1, ?2, (SELECT COALESCE(MAX(position), 0) + 1 FROM draft_segments
+                                  WHERE conversation_id = ?1 AND participant = ?2), ?3)",
+            )
+            .and_then(|mut s| s.execute(params![conversation, participant.as_str(), text])),
+        Effect::PopSegment { participant } => tx
+            .prepare_cached(
+                "DELETE FROM draft_segments WHERE conversation_id = ?1 AND participant = ?2
+                 AND position = (SELECT MAX(position) FROM draft_segments
+                                 WHERE conversation_id = ?1 AND participant = ?2)",
+            )
+            .and_then(|mut s| s.execute(params![conversation, participant.as_str()])),
+        Effect::ClearDraft { participant } => tx
+            .prepare_cached(
+                "DELETE FROM draft_segments WHERE conversation_id = ?1 AND participant = ?2",
+            )
+            .and_then(|mut s| s.execute(params![conversation, participant.as_str()])),
+    };
+    result.map(drop).map_err(unavailable)
+}
+
+fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversation>, StoreError> {
+    let head = c
+        .query_row(
+            "SELECT title, created_at_ms FROM conversations WHERE id = ?1",
+            [id],
+            |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((title, created_at)) = head else {
+        return Ok(None);
+    };
+    let mut participants = Vec::new();
+    let mut statement = c
+        .prepare_cached(
+            "SELECT name, kind, agent, cursor FROM participants
+             WHERE conversation_id = ?1 ORDER BY position",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    for row in rows {
+        let (name, kind, agent, cursor) = row.map_err(unavailable)?;
+        let draft_segments = c
+            .prepare_cached(
+                "SELECT text FROM draft_segments WHERE conversation_id = ?1 AND participant = ?2
+                 ORDER BY position",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![id, name], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(unavailable)?;
+        participants.push(StoredParticipant {
+            record: ParticipantRecord {
+                name: parse_name(&name)?,
+                kind: parse_kind(&kind)?,
+                cursor: cursor as u64,
+                draft_segments,
+            },
+            agent,
+        });
+    }
+    let messages = messages_after(c, id, 0, usize::MAX)?;
+    for (index, message) in messages.iter().enumerate() {
+        if message.seq != index as u64 + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "conversation {id} has a gap in its log before seq {}",
+                message.seq
+            )));
+        }
+    }
+    Ok(Some(StoredConversation {
+        id: id.to_owned(),
+        title,
+        created_at: Millis(created_at as u64),
+        participants,
+        messages,
+    }))
+}
+
+fn messages_after(
+    c: &Connection,
+    conversation: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let mut statement = c
+        .prepare_cached(
+            "SELECT seq, sender, text, sent_at_ms, client_id FROM messages
+             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map(params![conversation, after, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut messages = Vec::new();
+    for row in rows {
+        let (seq, from, text, sent_at, client_id) = row.map_err(unavailable)?;
+        messages.push(Message {
+            seq: seq as u64,
+            id: format!("{conversation}-{seq}"),
+            from: parse_name(&from)?,
+            text,
+            sent_at: Millis(sent_at as u64),
+            client_id,
+        });
+    }
+    Ok(messages)
+}
+
+fn parse_name(raw: &str) -> Result<ParticipantName, StoreError> {
+    ParticipantName::parse(raw)
+        .map_err(|_| StoreError::Corrupt(format!("invalid participant name {raw:?}")))
+}
+
+fn parse_kind(raw: &str) -> Result<ParticipantKind, StoreError> {
+    ParticipantKind::parse(raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("invalid participant kind {raw:?}")))
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("the connection pool is poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn participant(name: &str, hash: u8) -> NewParticipant {
+        NewParticipant {
+            name: ParticipantName::parse(name).unwrap(),
+            kind: ParticipantKind::Human,
+            agent: None,
+            token_hash: [hash; 32],
+        }
+    }
+
+    fn message(seq: u64, from: &str, text: &str) -> Arc<Message> {
+        Arc::new(Message {
+            seq,
+            id: format!("c-{seq}"),
+            from: ParticipantName::parse(from).unwrap(),
+            text: text.into(),
+            sent_at: Millis(1_000 + seq),
+            client_id: Some(format!("k{seq}")),
+        })
+    }
+
+    #[tokio::test]
+    async fn round_trips_a_conversation_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .create_conversation(NewConversation {
+                    id: "c".into(),
+                    title: Some("plans".into()),
+                    created_at: Millis(5),
+                    participants: vec![participant("alice", 1), participant("bob", 2)],
+                })
+                .await
+                .unwrap();
+            let alice = ParticipantName::parse("alice").unwrap();
+            store
+                .commit(
+                    "c",
+                    vec![
+                        Effect::PushSegment { participant: alice.clone(), text: "a".into() },
+                        Effect::PushSegment { participant: alice.clone(), text: "b".into() },
+                        Effect::PushSegment { participant: alice.clone(), text: "c".into() },
+                        Effect::PopSegment { participant: alice.clone() },
+                        Effect::InsertMessage(message(1, "bob", "hi")),
+                        Effect::SetCursor { participant: alice.clone(), cursor: 1 },
+                        Effect::SetCursor { participant: alice.clone(), cursor: 0 },
+                    ],
+                )
+                .await
+                .unwrap();
+            let err = store
+                .add_participant("c", participant("alice", 3))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NameTaken));
+            let err = store
+                .add_participant("nope", participant("zed", 4))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound));
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_conversation("c").await.unwrap().unwrap();
+        assert_eq!(loaded.title.as_deref(), Some("plans"));
+        assert_eq!(loaded.participants.len(), 2);
+        let alice = &loaded.participants[0].record;
+        assert_eq!(alice.name.as_str(), "alice");
+        assert_eq!(alice.cursor, 1, "a cursor never moves back");
+        assert_eq!(alice.draft_segments, vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(loaded.messages.len(), 1);
+        assert_eq!(loaded.messages[0].text, "hi");
+        assert_eq!(loaded.messages[0].client_id.as_deref(), Some("k1"));
+        let owner = store.find_token([2; 32]).await.unwrap().unwrap();
+        assert_eq!(owner.name.as_str(), "bob");
+        assert!(store.find_token([9; 32]).await.unwrap().is_none());
+        assert!(store.load_conversation("other").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_commit_applies_nothing_and_spares_other_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        store
+            .create_conversation(NewConversation {
+                id: "c".into(),
+                title: None,
+                created_at: Millis(0),
+                participants: vec![participant("alice", 1)],
+            })
+            .await
+            .unwrap();
+        store
+            .commit("c", vec![Effect::InsertMessage(message(1, "alice", "one"))])
+            .await
+            .unwrap();
+        // The same seq twice violates the primary key: the whole batch must be refused.
+        let alice = ParticipantName::parse("alice").unwrap();
+        let bad = store.commit(
+            "c",
+            vec![
+                Effect::PushSegment { participant: alice, text: "x".into() },
+                Effect::InsertMessage(message(1, "alice", "again")),
+            ],
+        );
+        let good = store.commit("c", vec![Effect::InsertMessage(message(2, "alice", "two"))]);
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(bad.is_err());
+        good.unwrap();
+        let loaded = store.load_conversation("c").await.unwrap().unwrap();
+        assert_eq!(loaded.messages.len(), 2);
+        assert!(loaded.participants[0].record.draft_segments.is_empty());
+        let page = store.messages_after("c", 1, 10).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].text, "two");
+    }
+}

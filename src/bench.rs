@@ -1,0 +1,259 @@
+//! `hark bench`: load over loopback HTTP, against a server it starts as a child process (or one
+//! given with `--url`).
+//!
+//! Each conversation has a sender and a listener. Senders loop on `send` (a durable push: the
+//! answer comes after the fsync); each listener holds the conversation's SSE stream. A message's
+//! text carries the microsecond the sender issued it, so the listener measures push → SSE
+//! delivery on the same clock.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A running server to load; without it, bench starts `hark serve` on a temporary database.
+    #[arg(long)]
+    url: Option<String>,
+    /// The admin token of the server given with --url.
+    #[arg(long, env = "HARK_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Conversations, each with one sender and one SSE listener.
+    #[arg(long, default_value_t = 64)]
+    conversations: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+struct ChildServer {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (base, _server) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
+        None => {
+            let (url, server) = start_server().await?;
+            (url, Some(server))
+        }
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.conversations * 3)
+        .build()?;
+    let clock = Instant::now();
+    let mut senders = Vec::new();
+    let mut listeners = Vec::new();
+    for index in 0..args.conversations {
+        let mut request = client.post(format!("{base}/v1/conversations")).json(&json!({
+            "title": format!("bench {index}"),
+            "participants": [{"name": "alice", "kind": "agent"}, {"name": "bob", "kind": "agent"}]
+        }));
+        if let Some(token) = &args.admin_token {
+            request = request.bearer_auth(token);
+        }
+        let created: Value = checked(request.send().await?).await?.json().await?;
+        let id = created["id"].as_str().context("no id")?.to_owned();
+        let token = |i: usize| created["participants"][i]["token"].as_str().map(str::to_owned);
+        senders.push((id.clone(), token(0).context("no token")?));
+        listeners.push((id, token(1).context("no token")?));
+    }
+
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut listening = Vec::new();
+    for (id, token) in listeners {
+        let response = checked(
+            client
+                .get(format!("{base}/v1/conversations/{id}/events"))
+                .bearer_auth(&token)
+                .send()
+                .await?,
+        )
+        .await?;
+        let latencies = Arc::clone(&latencies);
+        let received = Arc::clone(&received);
+        listening.push(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut buffer = Vec::new();
+            let mut mine = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = find(&buffer, b"\n\n") {
+                    let event: Vec<u8> = buffer.drain(..end + 2).collect();
+                    if let Some(sent_us) = message_stamp(&event) {
+                        let now_us = clock.elapsed().as_micros() as u64;
+                        mine.push(now_us.saturating_sub(sent_us));
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if mine.len() >= 256 {
+                    latencies.lock().await.append(&mut mine);
+                }
+            }
+            latencies.lock().await.append(&mut mine);
+        }));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut sending = Vec::new();
+    for (id, token) in senders {
+        let (client, base) = (client.clone(), base.clone());
+        let (stop, acknowledged, failed) =
+            (Arc::clone(&stop), Arc::clone(&acknowledged), Arc::clone(&failed));
+        sending.push(tokio::spawn(async move {
+            let url = format!("{base}/v1/conversations/{id}/send");
+            while !stop.load(Ordering::Relaxed) {
+                let stamp = clock.elapsed().as_micros() as u64;
+                let sent = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({ "text": stamp.to_string() }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.duration_s)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in sending {
+        task.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let acknowledged = acknowledged.load(Ordering::Relaxed);
+    // Give the streams a moment to deliver the last messages, then stop listening.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < acknowledged && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in &listening {
+        task.abort();
+    }
+    for task in listening {
+        let _ = task.await;
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock().await);
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((latencies.len() - 1) as f64 * p).round() as usize;
+        latencies[index] as f64 / 1000.0
+    };
+    let figures = json!({
+        "conversations": args.conversations,
+        "duration_s": elapsed,
+        "acknowledged_pushes": acknowledged,
+        "failed_pushes": failed.load(Ordering::Relaxed),
+        "durable_pushes_per_s": acknowledged as f64 / elapsed,
+        "delivered": latencies.len(),
+        "push_to_sse_ms": { "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0) },
+    });
+    if args.json {
+        println!("{figures}");
+    } else {
+        println!(
+            "hark bench: {} conversations, {:.1} s, loopback HTTP, durable (fsync) pushes",
+            args.conversations, elapsed
+        );
+        println!(
+            "  durable pushes/s   {:>10.0}   ({} acknowledged, {} failed)",
+            acknowledged as f64 / elapsed,
+            acknowledged,
+            figures["failed_pushes"]
+        );
+        println!(
+            "  push→SSE delivery  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} delivered)",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0),
+            latencies.len()
+        );
+    }
+    Ok(())
+}
+
+/// Starts `hark serve` on a temporary database and a free port, with the rate limit off.
+async fn start_server() -> anyhow::Result<(String, ChildServer)> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bench.toml");
+    std::fs::write(&config, "[server]\nrate_limit_per_s = 0\n")?;
+    let db: PathBuf = dir.path().join("bench.db");
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .env_remove("HARK_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start hark serve")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(rest) = line.strip_prefix("hark listening on ") {
+            let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+            return Ok((url, ChildServer { child, _dir: dir }));
+        }
+    }
+    let status = child.wait().await?;
+    bail!("hark serve exited before listening: {status}")
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn checked(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("the server answered {status}: {body}");
+    }
+    Ok(response)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The send stamp of a `message` event, if this SSE event is one.
+fn message_stamp(event: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(event).ok()?;
+    if !text.lines().any(|l| l == "event: message") {
+        return None;
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    let value: Value = serde_json::from_str(data).ok()?;
+    value["text"].as_str()?.parse().ok()
+}
