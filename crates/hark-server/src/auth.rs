@@ -123,7 +123,8 @@ impl Auth {
         }
     }
 
-    /// Admits only a participant of `conversation`.
+    /// Admits only a participant of `conversation`. A valid token aimed at a conversation the
+    /// store does not know is answered `not_found`, as for anyone else.
     pub async fn require_participant(
         &self,
         headers: &HeaderMap,
@@ -137,9 +138,12 @@ impl Auth {
             Some(Caller::Admin) => Err(ApiError::forbidden(
                 "The admin token cannot act as a participant: use that participant's token.",
             )),
-            Some(Caller::Participant(owner)) if owner.conversation != conversation => Err(
-                ApiError::forbidden("Your token belongs to another conversation."),
-            ),
+            Some(Caller::Participant(owner)) if owner.conversation != conversation => {
+                if !store.conversation_exists(conversation).await? {
+                    return Err(ApiError::conversation_not_found());
+                }
+                Err(ApiError::forbidden("Your token belongs to another conversation."))
+            }
             Some(Caller::Participant(owner)) => Ok(owner),
         }
     }

@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn timestamps_always_carry_milliseconds() {
         assert_eq!(timestamp(Millis(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(timestamp(Millis(1_795_251_444_512)), "2026-11-22T07:37:24.512Z");
+        assert_eq!(timestamp(Millis(1_795_251_444_512)), "2026-11-21T08:57:24.512Z");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub trait Store: Send + Sync + 'static {
     /// Everything needed to rebuild a conversation's state machine, or `None` if it is unknown.
     async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError>;
 
+    /// Whether the store knows this conversation (cheaper than loading it).
+    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Who a token belongs to.
     async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError>;
 

@@ -168,6 +168,16 @@ impl Store for SqliteStore {
         self.read(move |c| load_conversation(c, &id)).await
     }
 
+    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+                .and_then(|mut s| s.exists([id]))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError> {
         self.read(move |c| {
             let row = c
@@ -628,6 +638,8 @@ mod tests {
         assert_eq!(owner.name.as_str(), "bob");
         assert!(store.find_token([9; 32]).await.unwrap().is_none());
         assert!(store.load_conversation("other").await.unwrap().is_none());
+        assert!(store.conversation_exists("c").await.unwrap());
+        assert!(!store.conversation_exists("other").await.unwrap());
     }
 
     #[tokio::test]

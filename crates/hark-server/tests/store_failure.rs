@@ -1,0 +1,129 @@
+//! The server over a store that can be made to fail: it answers 503 `unavailable`, loses nothing
+//! and keeps serving once the store is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use hark_core::protocol::{Effect, Message};
+use hark_server::{Server, ServerConfig};
+use hark_store::{
+    NewConversation, NewParticipant, SqliteStore, Store, StoreError, StoredConversation, TokenHash,
+    TokenOwner,
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// SQLite, except that writes fail while `broken` is set.
+struct Flaky {
+    inner: SqliteStore,
+    broken: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("disk unplugged (test)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn create_conversation(&self, c: NewConversation) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create_conversation(c).await
+    }
+    async fn add_participant(&self, c: &str, p: NewParticipant) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_participant(c, p).await
+    }
+    async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError> {
+        self.inner.load_conversation(id).await
+    }
+    async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.conversation_exists(id).await
+    }
+    async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError> {
+        self.inner.find_token(hash).await
+    }
+    async fn messages_after(&self, c: &str, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        self.inner.messages_after(c, after, limit).await
+    }
+    async fn commit(&self, c: &str, effects: Vec<Effect>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.commit(c, effects).await
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_unavailable_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Flaky {
+        inner: SqliteStore::open(dir.path().join("t.db")).unwrap(),
+        broken: AtomicBool::new(false),
+    });
+    let shutdown = CancellationToken::new();
+    let server = Server::new(store.clone(), ServerConfig::default(), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(server.serve(listener));
+    let client = reqwest::Client::new();
+
+    let (_, created) = post(&client, format!("{base}/v1/conversations"), None, json!({
+        "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+    }))
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let alice = created["participants"][0]["token"].as_str().unwrap().to_owned();
+    let bob = created["participants"][1]["token"].as_str().unwrap().to_owned();
+    let act = |action: &str| format!("{base}/v1/conversations/{id}/{action}");
+
+    let (status, _) = post(&client, act("append"), Some(&bob), json!({"text": "draft "})).await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&client, act("send"), Some(&alice), json!({"text": "kept"})).await;
+    assert_eq!(status, 200);
+
+    store.broken.store(true, Ordering::SeqCst);
+    let (status, body) = post(&client, act("send"), Some(&alice), json!({"text": "lost?"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    let (status, body) = post(&client, act("append"), Some(&bob), json!({"text": "more"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+
+    store.broken.store(false, Ordering::SeqCst);
+    // Nothing of the failed calls took effect: bob's draft is as it was, and the message that
+    // was refused does not exist; bob's cursor did not move, so "kept" is still handed over.
+    let (status, preview) = post(&client, act("preview"), Some(&bob), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(preview["result"]["text"], "draft ");
+    let incoming: Vec<&str> = preview["incoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(incoming, ["kept"]);
+    let (status, sent) = post(&client, act("send"), Some(&alice), json!({"text": "after"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(sent["result"]["message"]["seq"], 2, "no seq was burnt by the failure");
+
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+}
