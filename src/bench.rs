@@ -16,7 +16,6 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::Mutex;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -66,12 +65,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let created: Value = checked(request.send().await?).await?.json().await?;
         let id = created["id"].as_str().context("no id")?.to_owned();
-        let token = |i: usize| created["participants"][i]["token"].as_str().map(str::to_owned);
+        let token = |i: usize| {
+            created["participants"][i]["token"]
+                .as_str()
+                .map(str::to_owned)
+        };
         senders.push((id.clone(), token(0).context("no token")?));
         listeners.push((id, token(1).context("no token")?));
     }
 
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let received = Arc::new(AtomicU64::new(0));
     let mut listening = Vec::new();
     for (id, token) in listeners {
@@ -88,22 +91,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         listening.push(tokio::spawn(async move {
             let mut stream = response.bytes_stream();
             let mut buffer = Vec::new();
-            let mut mine = Vec::new();
             while let Some(Ok(chunk)) = stream.next().await {
                 buffer.extend_from_slice(&chunk);
                 while let Some(end) = find(&buffer, b"\n\n") {
                     let event: Vec<u8> = buffer.drain(..end + 2).collect();
                     if let Some(sent_us) = message_stamp(&event) {
                         let now_us = clock.elapsed().as_micros() as u64;
-                        mine.push(now_us.saturating_sub(sent_us));
+                        let mut all = latencies.lock().unwrap_or_else(|e| e.into_inner());
+                        all.push(now_us.saturating_sub(sent_us));
                         received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if mine.len() >= 256 {
-                    latencies.lock().await.append(&mut mine);
-                }
             }
-            latencies.lock().await.append(&mut mine);
         }));
     }
 
@@ -114,8 +113,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut sending = Vec::new();
     for (id, token) in senders {
         let (client, base) = (client.clone(), base.clone());
-        let (stop, acknowledged, failed) =
-            (Arc::clone(&stop), Arc::clone(&acknowledged), Arc::clone(&failed));
+        let (stop, acknowledged, failed) = (
+            Arc::clone(&stop),
+            Arc::clone(&acknowledged),
+            Arc::clone(&failed),
+        );
         sending.push(tokio::spawn(async move {
             let url = format!("{base}/v1/conversations/{id}/send");
             while !stop.load(Ordering::Relaxed) {
@@ -156,7 +158,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for task in listening {
         let _ = task.await;
     }
-    let mut latencies = std::mem::take(&mut *latencies.lock().await);
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let server_cpu_s = _server
+        .as_ref()
+        .and_then(|s| s.child.id())
+        .and_then(cpu_seconds);
+    let client_cpu_s = cpu_seconds(std::process::id());
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -173,6 +180,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "durable_pushes_per_s": acknowledged as f64 / elapsed,
         "delivered": latencies.len(),
         "push_to_sse_ms": { "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0) },
+        "server_cpu_s": server_cpu_s,
+        "client_cpu_s": client_cpu_s,
     });
     if args.json {
         println!("{figures}");
@@ -195,6 +204,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             pct(1.0),
             latencies.len()
         );
+        if let (Some(server), Some(client)) = (server_cpu_s, client_cpu_s) {
+            println!(
+                "  CPU used           server {server:.1} s, bench client {client:.1} s (both on this machine)"
+            );
+        }
     }
     Ok(())
 }
@@ -220,7 +234,11 @@ async fn start_server() -> anyhow::Result<(String, ChildServer)> {
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
         if let Some(rest) = line.strip_prefix("hark listening on ") {
-            let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+            let url = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             return Ok((url, ChildServer { child, _dir: dir }));
         }
     }
@@ -241,6 +259,16 @@ async fn checked(response: reqwest::Response) -> anyhow::Result<reqwest::Respons
         bail!("the server answered {status}: {body}");
     }
     Ok(response)
+}
+
+/// User + system CPU seconds a process has used so far (Linux; `None` elsewhere).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

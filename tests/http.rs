@@ -16,25 +16,43 @@ async fn two_participants_talk_with_a_held_push() {
     let s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
 
-    let (status, body) = s.act(&c, "bob", "append", json!({"text": "I think "})).await;
+    let (status, body) = s
+        .act(&c, "bob", "append", json!({"text": "I think "}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["action"], "append");
     assert_eq!(body["result"]["appended_chars"], 8);
     assert_eq!(body["draft"], json!({"segments": 1, "chars": 8}));
 
-    let (_, body) = s.act(&c, "bob", "append", json!({"text": "we should go."})).await;
+    let (_, body) = s
+        .act(&c, "bob", "append", json!({"text": "we should go."}))
+        .await;
     assert_eq!(body["draft"]["segments"], 2);
 
-    let (status, sent) = s.act(&c, "alice", "send", json!({"text": "actually, it's raining"})).await;
+    let (status, sent) = s
+        .act(
+            &c,
+            "alice",
+            "send",
+            json!({"text": "actually, it's raining"}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(sent["result"]["status"], "sent");
     assert_eq!(sent["result"]["message"]["seq"], 1);
-    assert_eq!(sent["composing"], json!(["bob"]), "bob's non-empty draft shows as composing");
+    assert_eq!(
+        sent["composing"],
+        json!(["bob"]),
+        "bob's non-empty draft shows as composing"
+    );
 
     // Bob has not seen alice's message: the push is held and the message handed over.
     let (status, held) = s.act(&c, "bob", "push", json!({})).await;
     assert_eq!(status, 200);
-    assert_eq!(held["result"], json!({"status": "held", "reason": "unseen_messages"}));
+    assert_eq!(
+        held["result"],
+        json!({"status": "held", "reason": "unseen_messages"})
+    );
     assert_eq!(held["incoming"][0]["text"], "actually, it's raining");
     assert_eq!(held["incoming"][0]["from"], "alice");
     assert_eq!(held["cursor"], 1);
@@ -43,7 +61,8 @@ async fn two_participants_talk_with_a_held_push() {
     // Bob revises and pushes again: now it sends.
     let (_, undo) = s.act(&c, "bob", "undo", json!({})).await;
     assert_eq!(undo["result"]["removed"], "we should go.");
-    s.act(&c, "bob", "append", json!({"text": "we should wait."})).await;
+    s.act(&c, "bob", "append", json!({"text": "we should wait."}))
+        .await;
     let (_, preview) = s.act(&c, "bob", "preview", json!({})).await;
     assert_eq!(preview["result"]["text"], "I think we should wait.");
     let (_, pushed) = s.act(&c, "bob", "push", json!({})).await;
@@ -55,21 +74,28 @@ async fn two_participants_talk_with_a_held_push() {
     assert_eq!(message["from"], "bob");
     assert_eq!(message["id"], format!("{}-2", c.id));
     let sent_at = message["sent_at"].as_str().unwrap();
-    assert!(sent_at.ends_with('Z') && sent_at.len() == 24, "RFC 3339 with ms: {sent_at}");
+    assert!(
+        sent_at.ends_with('Z') && sent_at.len() == 24,
+        "RFC 3339 with ms: {sent_at}"
+    );
     assert_eq!(pushed["draft"], json!({"segments": 0, "chars": 0}));
 
     // Alice hears bob's message on her next action, with bob's receipt.
     let (_, alice) = s.act(&c, "alice", "typing", json!({"typing": true})).await;
     assert_eq!(alice["result"], json!({}));
     assert_eq!(alice["incoming"][0]["seq"], 2);
-    assert_eq!(alice["receipts"], json!([{"participant": "bob", "read_up_to": 2}]));
+    assert_eq!(
+        alice["receipts"],
+        json!([{"participant": "bob", "read_up_to": 2}])
+    );
 }
 
 #[tokio::test]
 async fn reset_read_and_force_push() {
     let s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
-    s.act(&c, "bob", "append", json!({"text": "scrap this"})).await;
+    s.act(&c, "bob", "append", json!({"text": "scrap this"}))
+        .await;
     let (_, reset) = s.act(&c, "bob", "reset", json!({})).await;
     assert_eq!(reset["result"]["discarded_chars"], 10);
 
@@ -79,11 +105,15 @@ async fn reset_read_and_force_push() {
     assert_eq!(status, 200);
     assert!(read["cursor"].as_u64().unwrap() >= 1);
 
-    s.act(&c, "bob", "append", json!({"text": "sending anyway"})).await;
+    s.act(&c, "bob", "append", json!({"text": "sending anyway"}))
+        .await;
     s.act(&c, "alice", "send", json!({"text": "three"})).await;
     let (_, forced) = s.act(&c, "bob", "push", json!({"force": true})).await;
     assert_eq!(forced["result"]["status"], "sent");
-    assert_eq!(forced["incoming"].as_array().unwrap().last().unwrap()["text"], "three");
+    assert_eq!(
+        forced["incoming"].as_array().unwrap().last().unwrap()["text"],
+        "three"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +133,8 @@ async fn conversation_routes_describe_add_and_page_history() {
     assert!(carol.len() >= 32, "tokens carry at least 128 bits");
 
     for i in 1..=5 {
-        s.act(&c, "alice", "send", json!({"text": format!("m{i}")})).await;
+        s.act(&c, "alice", "send", json!({"text": format!("m{i}")}))
+            .await;
     }
     let path = format!("/v1/conversations/{}/messages?after=1&limit=2", c.id);
     let (status, page) = s.get(&path, Some(&carol)).await;
@@ -117,19 +148,28 @@ async fn conversation_routes_describe_add_and_page_history() {
     assert_eq!(texts, ["m2", "m3"]);
     assert_eq!(page["more"], true);
     let (_, rest) = s
-        .get(&format!("/v1/conversations/{}/messages?after=3", c.id), Some(&carol))
+        .get(
+            &format!("/v1/conversations/{}/messages?after=3", c.id),
+            Some(&carol),
+        )
         .await;
     assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
     assert_eq!(rest["more"], false);
 
     // History does not move the cursor: carol's next action still hands everything over.
     let (_, envelope) = s
-        .post_raw(&format!("/v1/conversations/{}/preview", c.id), Some(&carol), b"{}".to_vec())
+        .post_raw(
+            &format!("/v1/conversations/{}/preview", c.id),
+            Some(&carol),
+            b"{}".to_vec(),
+        )
         .await;
     assert_eq!(envelope["incoming"].as_array().unwrap().len(), 5);
 
     s.act(&c, "bob", "typing", json!({"typing": true})).await;
-    let (status, described) = s.get(&format!("/v1/conversations/{}", c.id), Some(&carol)).await;
+    let (status, described) = s
+        .get(&format!("/v1/conversations/{}", c.id), Some(&carol))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(described["id"], c.id);
     assert_eq!(described["title"], "test");
@@ -148,13 +188,30 @@ async fn conversation_routes_describe_add_and_page_history() {
 async fn idempotent_push_returns_the_original_message() {
     let s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
-    let (_, first) = s.act(&c, "alice", "send", json!({"text": "once", "client_id": "k1"})).await;
-    let (_, again) = s.act(&c, "alice", "send", json!({"text": "twice", "client_id": "k1"})).await;
+    let (_, first) = s
+        .act(
+            &c,
+            "alice",
+            "send",
+            json!({"text": "once", "client_id": "k1"}),
+        )
+        .await;
+    let (_, again) = s
+        .act(
+            &c,
+            "alice",
+            "send",
+            json!({"text": "twice", "client_id": "k1"}),
+        )
+        .await;
     assert_eq!(again["result"]["duplicate"], true);
     assert_eq!(again["result"]["message"], first["result"]["message"]);
     assert_eq!(again["result"]["message"]["client_id"], "k1");
     let (_, history) = s
-        .get(&format!("/v1/conversations/{}/messages", c.id), Some(c.token("bob")))
+        .get(
+            &format!("/v1/conversations/{}/messages", c.id),
+            Some(c.token("bob")),
+        )
         .await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
 }
@@ -251,7 +308,10 @@ async fn every_error_code_is_json_with_the_right_status() {
         assert_eq!(got_status, status, "case {index}: {body}");
         assert_eq!(code(body), *expected_code, "case {index}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.len() > 10, "case {index} explains itself: {message}");
+        assert!(
+            message.len() > 10,
+            "case {index} explains itself: {message}"
+        );
     }
 
     // None of those errors handed anything over or moved alice's cursor.
@@ -264,14 +324,20 @@ async fn every_error_code_is_json_with_the_right_status() {
 async fn admin_token_rules() {
     let s = TestServer::start_with(None, &[("HARK_ADMIN_TOKEN", "sesame-admin-token")]).await;
     let create = json!({"participants": [{"name": "alice", "kind": "human"}]}).to_string();
-    let (status, body) = s.post_raw("/v1/conversations", None, create.clone().into()).await;
+    let (status, body) = s
+        .post_raw("/v1/conversations", None, create.clone().into())
+        .await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
     let (status, body) = s
         .post_raw("/v1/conversations", Some("wrong"), create.clone().into())
         .await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
     let (status, created) = s
-        .post_raw("/v1/conversations", Some("sesame-admin-token"), create.into())
+        .post_raw(
+            "/v1/conversations",
+            Some("sesame-admin-token"),
+            create.into(),
+        )
         .await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().unwrap();
@@ -287,12 +353,19 @@ async fn admin_token_rules() {
         .await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
     let (status, body) = s
-        .post_raw(&format!("/v1/conversations/{id}/preview"), Some("sesame-admin-token"), vec![])
+        .post_raw(
+            &format!("/v1/conversations/{id}/preview"),
+            Some("sesame-admin-token"),
+            vec![],
+        )
         .await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
     // The admin may describe any conversation; nobody without a token may.
     let (status, _) = s
-        .get(&format!("/v1/conversations/{id}"), Some("sesame-admin-token"))
+        .get(
+            &format!("/v1/conversations/{id}"),
+            Some("sesame-admin-token"),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = s.get(&format!("/v1/conversations/{id}"), None).await;
@@ -346,7 +419,10 @@ async fn unicode_limits_count_scalar_values_and_never_split_a_character() {
     assert_eq!(body["result"]["truncated"], true);
     assert_eq!(body["result"]["dropped_chars"], 3);
     let notice = body["result"]["notice"].as_str().unwrap();
-    assert!(notice.contains("🙃日本"), "the notice quotes what was dropped: {notice}");
+    assert!(
+        notice.contains("🙃日本"),
+        "the notice quotes what was dropped: {notice}"
+    );
     let (_, preview) = s.act(&c, "alice", "preview", json!({})).await;
     let kept = preview["result"]["text"].as_str().unwrap();
     assert!(kept.ends_with('🙂'));
@@ -394,7 +470,8 @@ async fn event_stream_resumes_without_gaps_or_duplicates() {
     let s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
     for i in 1..=3 {
-        s.act(&c, "alice", "send", json!({"text": format!("m{i}")})).await;
+        s.act(&c, "alice", "send", json!({"text": format!("m{i}")}))
+            .await;
     }
     // Resume after seq 1: replays 2 and 3, then goes live with 4 and 5.
     let mut events = s.events(&c, "bob", Some(1)).await;
@@ -405,12 +482,18 @@ async fn event_stream_resumes_without_gaps_or_duplicates() {
     s.act(&c, "bob", "send", json!({"text": "m5"})).await;
     let d = events.next_message().await.unwrap();
     let e = events.next_message().await.unwrap();
-    assert_eq!((d["text"].as_str(), e["text"].as_str()), (Some("m4"), Some("m5")));
+    assert_eq!(
+        (d["text"].as_str(), e["text"].as_str()),
+        (Some("m4"), Some("m5"))
+    );
 
     // A fresh stream with ?after=0 replays all five in order, each exactly once.
     let response = s
         .client
-        .get(format!("{}/v1/conversations/{}/events?after=0", s.url, c.id))
+        .get(format!(
+            "{}/v1/conversations/{}/events?after=0",
+            s.url, c.id
+        ))
         .bearer_auth(c.token("bob"))
         .send()
         .await
@@ -426,12 +509,18 @@ async fn event_stream_resumes_without_gaps_or_duplicates() {
     loop {
         let event = events.next().await.unwrap();
         if event.event == "composing" {
-            assert_eq!(event.data, json!({"participant": "alice", "composing": true}));
+            assert_eq!(
+                event.data,
+                json!({"participant": "alice", "composing": true})
+            );
             break;
         }
         kinds.push(event.event);
     }
-    assert!(kinds.iter().any(|k| k == "receipt"), "receipts were streamed: {kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k == "receipt"),
+        "receipts were streamed: {kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -457,7 +546,10 @@ async fn concurrent_pushes_from_many_participants_get_gapless_seqs() {
         task.await.unwrap();
     }
     let (_, history) = s
-        .get(&format!("/v1/conversations/{}/messages?limit=1000", c.id), Some(c.token("p0")))
+        .get(
+            &format!("/v1/conversations/{}/messages?limit=1000", c.id),
+            Some(c.token("p0")),
+        )
         .await;
     let seqs: Vec<u64> = history["messages"]
         .as_array()
@@ -472,9 +564,15 @@ async fn concurrent_pushes_from_many_participants_get_gapless_seqs() {
 async fn an_acknowledged_message_survives_kill_9() {
     let mut s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
-    s.act(&c, "bob", "append", json!({"text": "half-written "})).await;
+    s.act(&c, "bob", "append", json!({"text": "half-written "}))
+        .await;
     let (status, sent) = s
-        .act(&c, "alice", "send", json!({"text": "remember me", "client_id": "c-1"}))
+        .act(
+            &c,
+            "alice",
+            "send",
+            json!({"text": "remember me", "client_id": "c-1"}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(sent["result"]["status"], "sent");
@@ -482,13 +580,21 @@ async fn an_acknowledged_message_survives_kill_9() {
     s.restart().await;
 
     let (_, history) = s
-        .get(&format!("/v1/conversations/{}/messages", c.id), Some(c.token("bob")))
+        .get(
+            &format!("/v1/conversations/{}/messages", c.id),
+            Some(c.token("bob")),
+        )
         .await;
     assert_eq!(history["messages"][0]["text"], "remember me");
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
     // The retry of the acknowledged push is recognised, and bob's draft survived intact.
     let (_, retry) = s
-        .act(&c, "alice", "send", json!({"text": "remember me", "client_id": "c-1"}))
+        .act(
+            &c,
+            "alice",
+            "send",
+            json!({"text": "remember me", "client_id": "c-1"}),
+        )
         .await;
     assert_eq!(retry["result"]["duplicate"], true);
     let (_, preview) = s.act(&c, "bob", "preview", json!({})).await;

@@ -28,8 +28,10 @@ impl TestServer {
     /// Starts with an optional config file body and extra environment variables.
     pub async fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let config = config.map(str::to_owned);
         let (child, url) = spawn(dir.path(), config.as_deref(), &env, "127.0.0.1:0").await;
         TestServer {
@@ -54,8 +56,13 @@ impl TestServer {
 
     /// Starts a new server process on the same database (after a kill or a stop).
     pub async fn restart(&mut self) {
-        let (child, url) =
-            spawn(self.dir.path(), self.config.as_deref(), &self.env, "127.0.0.1:0").await;
+        let (child, url) = spawn(
+            self.dir.path(),
+            self.config.as_deref(),
+            &self.env,
+            "127.0.0.1:0",
+        )
+        .await;
         self.child = child;
         self.url = url;
     }
@@ -106,7 +113,13 @@ impl TestServer {
     }
 
     /// POST an action as `who`; returns (status, body).
-    pub async fn act(&self, c: &Conversation, who: &str, action: &str, body: Value) -> (u16, Value) {
+    pub async fn act(
+        &self,
+        c: &Conversation,
+        who: &str,
+        action: &str,
+        body: Value,
+    ) -> (u16, Value) {
         self.post_raw(
             &format!("/v1/conversations/{}/{action}", c.id),
             Some(c.token(who)),
@@ -123,7 +136,10 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -134,7 +150,10 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Opens the event stream of `c` as `who`, with an optional Last-Event-ID.
@@ -239,14 +258,22 @@ impl Events {
         loop {
             let event = self.next().await?;
             if event.event == "message" {
-                assert_eq!(event.id.as_deref(), Some(event.data["seq"].to_string().as_str()));
+                assert_eq!(
+                    event.id.as_deref(),
+                    Some(event.data["seq"].to_string().as_str())
+                );
                 return Some(event.data);
             }
         }
     }
 }
 
-async fn spawn(dir: &Path, config: Option<&str>, env: &[(String, String)], listen: &str) -> (Child, String) {
+async fn spawn(
+    dir: &Path,
+    config: Option<&str>,
+    env: &[(String, String)],
+    listen: &str,
+) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hark"));
     command
         .arg("serve")

@@ -84,7 +84,10 @@ impl Auth {
             return Err(ApiError::rate_limited());
         }
         // Comparing digests of equal length keeps the comparison free of token-dependent timing.
-        if self.admin.is_some_and(|admin| constant_time_eq(&admin, &hash)) {
+        if self
+            .admin
+            .is_some_and(|admin| constant_time_eq(&admin, &hash))
+        {
             return Ok(Some(Caller::Admin));
         }
         let cached = self
@@ -108,7 +111,11 @@ impl Auth {
     }
 
     /// Admits admin callers; in open (loopback development) mode, anyone without a token.
-    pub async fn require_admin(&self, headers: &HeaderMap, store: &dyn Store) -> Result<(), ApiError> {
+    pub async fn require_admin(
+        &self,
+        headers: &HeaderMap,
+        store: &dyn Store,
+    ) -> Result<(), ApiError> {
         match self.caller(headers, store).await {
             Ok(Some(Caller::Admin)) => Ok(()),
             Ok(None) if self.admin_open => Ok(()),
@@ -142,7 +149,9 @@ impl Auth {
                 if !store.conversation_exists(conversation).await? {
                     return Err(ApiError::conversation_not_found());
                 }
-                Err(ApiError::forbidden("Your token belongs to another conversation."))
+                Err(ApiError::forbidden(
+                    "Your token belongs to another conversation.",
+                ))
             }
             Some(Caller::Participant(owner)) => Ok(owner),
         }

@@ -187,7 +187,8 @@ impl Registry {
             return Ok(None);
         };
         let handle = self.start(stored);
-        self.lock_live().insert(Arc::clone(&handle.id), handle.clone());
+        self.lock_live()
+            .insert(Arc::clone(&handle.id), handle.clone());
         Ok(Some(handle))
     }
 
@@ -236,7 +237,11 @@ fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
     Conversation::restore(
         stored.id.clone(),
         limits.clone(),
-        stored.participants.iter().map(|p| p.record.clone()).collect(),
+        stored
+            .participants
+            .iter()
+            .map(|p| p.record.clone())
+            .collect(),
         stored.messages.clone(),
     )
 }
@@ -394,10 +399,7 @@ impl Task {
 
     /// Nothing of the failed batch was stored: refuse its replies and every waiting call, and
     /// rebuild the state machine from what the store holds.
-    async fn recover(
-        &mut self,
-        replies: Vec<(RequestId, Result<Envelope, ActionError>)>,
-    ) -> bool {
+    async fn recover(&mut self, replies: Vec<(RequestId, Result<Envelope, ActionError>)>) -> bool {
         for (request, _) in replies {
             if let Some(sender) = self.pending.remove(&request) {
                 let _ = sender.send(Err(ActError::Unavailable));

@@ -31,7 +31,8 @@ pub async fn stream(
     query: Result<Query<wire::EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::bad_request(format!("The path is not valid: {e}.")))?;
+    let Path(id) =
+        path.map_err(|e| ApiError::bad_request(format!("The path is not valid: {e}.")))?;
     state
         .auth
         .require_participant(&headers, &*state.store, &id)

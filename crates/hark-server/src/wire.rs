@@ -219,7 +219,10 @@ pub fn envelope(e: &Envelope) -> Value {
         ActionResult::Undo { removed } => json!({ "removed": removed }),
         ActionResult::Reset { discarded_chars } => json!({ "discarded_chars": discarded_chars }),
         ActionResult::Preview { text } => json!({ "text": text }),
-        ActionResult::Sent { message: m, duplicate } => {
+        ActionResult::Sent {
+            message: m,
+            duplicate,
+        } => {
             json!({ "status": "sent", "message": message(m), "duplicate": duplicate })
         }
         ActionResult::Held { reason } => json!({ "status": "held", "reason": reason.as_str() }),
@@ -261,12 +264,18 @@ mod tests {
     #[test]
     fn timestamps_always_carry_milliseconds() {
         assert_eq!(timestamp(Millis(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(timestamp(Millis(1_795_251_444_512)), "2026-11-21T08:57:24.512Z");
+        assert_eq!(
+            timestamp(Millis(1_795_251_444_512)),
+            "2026-11-21T08:57:24.512Z"
+        );
     }
 
     #[test]
     fn an_empty_body_is_an_empty_object() {
-        assert!(matches!(decode_action(ActionKind::Undo, b""), Ok(Action::Undo)));
+        assert!(matches!(
+            decode_action(ActionKind::Undo, b""),
+            Ok(Action::Undo)
+        ));
         assert!(decode_action(ActionKind::Undo, br#"{"x":1}"#).is_err());
         assert!(decode_action(ActionKind::Append, b"").is_err());
         assert!(decode_action(ActionKind::Read, br#"{"up_to": -1}"#).is_err());

@@ -52,7 +52,12 @@ impl Store for Flaky {
     async fn find_token(&self, hash: TokenHash) -> Result<Option<TokenOwner>, StoreError> {
         self.inner.find_token(hash).await
     }
-    async fn messages_after(&self, c: &str, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+    async fn messages_after(
+        &self,
+        c: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
         self.inner.messages_after(c, after, limit).await
     }
     async fn commit(&self, c: &str, effects: Vec<Effect>) -> Result<(), StoreError> {
@@ -61,7 +66,12 @@ impl Store for Flaky {
     }
 }
 
-async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> (u16, Value) {
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
     let mut request = client.post(url).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -84,16 +94,33 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
     let serving = tokio::spawn(server.serve(listener));
     let client = reqwest::Client::new();
 
-    let (_, created) = post(&client, format!("{base}/v1/conversations"), None, json!({
-        "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
-    }))
+    let (_, created) = post(
+        &client,
+        format!("{base}/v1/conversations"),
+        None,
+        json!({
+            "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+        }),
+    )
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let alice = created["participants"][0]["token"].as_str().unwrap().to_owned();
-    let bob = created["participants"][1]["token"].as_str().unwrap().to_owned();
+    let alice = created["participants"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = created["participants"][1]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let act = |action: &str| format!("{base}/v1/conversations/{id}/{action}");
 
-    let (status, _) = post(&client, act("append"), Some(&bob), json!({"text": "draft "})).await;
+    let (status, _) = post(
+        &client,
+        act("append"),
+        Some(&bob),
+        json!({"text": "draft "}),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = post(&client, act("send"), Some(&alice), json!({"text": "kept"})).await;
     assert_eq!(status, 200);
@@ -103,7 +130,10 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "unavailable");
     let (status, body) = post(&client, act("append"), Some(&bob), json!({"text": "more"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 503);
 
@@ -122,7 +152,10 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
     assert_eq!(incoming, ["kept"]);
     let (status, sent) = post(&client, act("send"), Some(&alice), json!({"text": "after"})).await;
     assert_eq!(status, 200);
-    assert_eq!(sent["result"]["message"]["seq"], 2, "no seq was burnt by the failure");
+    assert_eq!(
+        sent["result"]["message"]["seq"], 2,
+        "no seq was burnt by the failure"
+    );
 
     shutdown.cancel();
     serving.await.unwrap().unwrap();

@@ -143,11 +143,8 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(unavailable)
-        })
-        .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
     }
 
     async fn create_conversation(&self, conversation: NewConversation) -> Result<(), StoreError> {
@@ -404,7 +401,9 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
                 "UPDATE participants SET cursor = MAX(cursor, ?3)
                  WHERE conversation_id = ?1 AND name = ?2",
             )
-            .and_then(|mut s| s.execute(params![conversation, participant.as_str(), *cursor as i64])),
+            .and_then(|mut s| {
+                s.execute(params![conversation, participant.as_str(), *cursor as i64])
+            }),
         Effect::PushSegment { participant, text } => tx
             .prepare_cached(
                 "INSERT INTO draft_segments (conversation_id, participant, position, text)
@@ -601,13 +600,30 @@ mod tests {
                 .commit(
                     "c",
                     vec![
-                        Effect::PushSegment { participant: alice.clone(), text: "a".into() },
-                        Effect::PushSegment { participant: alice.clone(), text: "b".into() },
-                        Effect::PushSegment { participant: alice.clone(), text: "c".into() },
-                        Effect::PopSegment { participant: alice.clone() },
+                        Effect::PushSegment {
+                            participant: alice.clone(),
+                            text: "a".into(),
+                        },
+                        Effect::PushSegment {
+                            participant: alice.clone(),
+                            text: "b".into(),
+                        },
+                        Effect::PushSegment {
+                            participant: alice.clone(),
+                            text: "c".into(),
+                        },
+                        Effect::PopSegment {
+                            participant: alice.clone(),
+                        },
                         Effect::InsertMessage(message(1, "bob", "hi")),
-                        Effect::SetCursor { participant: alice.clone(), cursor: 1 },
-                        Effect::SetCursor { participant: alice.clone(), cursor: 0 },
+                        Effect::SetCursor {
+                            participant: alice.clone(),
+                            cursor: 1,
+                        },
+                        Effect::SetCursor {
+                            participant: alice.clone(),
+                            cursor: 0,
+                        },
                     ],
                 )
                 .await
@@ -664,7 +680,10 @@ mod tests {
         let bad = store.commit(
             "c",
             vec![
-                Effect::PushSegment { participant: alice, text: "x".into() },
+                Effect::PushSegment {
+                    participant: alice,
+                    text: "x".into(),
+                },
                 Effect::InsertMessage(message(1, "alice", "again")),
             ],
         );
