@@ -8,6 +8,9 @@
 //! max_body_bytes = 1048576
 //! rate_limit_per_s = 200      # 0 turns the limit off
 //! rate_limit_burst = 400
+//! sse_keepalive_ms = 15000    # keep-alive comments on event streams
+//! header_read_timeout_ms = 10000
+//! body_read_timeout_ms = 30000
 //!
 //! [limits]
 //! max_append_chars = 2000
@@ -43,6 +46,9 @@ pub struct ServerSection {
     pub max_body_bytes: Option<usize>,
     pub rate_limit_per_s: Option<u32>,
     pub rate_limit_burst: Option<u32>,
+    pub sse_keepalive_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -120,6 +120,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .server
             .rate_limit_burst
             .unwrap_or(defaults.rate_limit_burst),
+        keepalive_ms: file
+            .server
+            .sse_keepalive_ms
+            .unwrap_or(defaults.keepalive_ms),
+        header_read_timeout_ms: file
+            .server
+            .header_read_timeout_ms
+            .unwrap_or(defaults.header_read_timeout_ms),
+        body_read_timeout_ms: file
+            .server
+            .body_read_timeout_ms
+            .unwrap_or(defaults.body_read_timeout_ms),
         limits: file.limits(),
         agents: file.agent.iter().map(|a| a.name.clone()).collect(),
         ..defaults

@@ -282,7 +282,7 @@ async fn spawn(
         .arg("--db")
         .arg(dir.join("hark.db"))
         .env_remove("HARK_ADMIN_TOKEN")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);

@@ -12,6 +12,10 @@ mod routes;
 mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 
 use hark_core::protocol::Limits;
 use hark_store::Store;
@@ -36,6 +40,11 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Interval of SSE keep-alive comments.
     pub keepalive_ms: u64,
+    /// A connection that has not sent a request's headers within this long is closed
+    /// (slow-loris defence).
+    pub header_read_timeout_ms: u64,
+    /// A request body that has not fully arrived within this long is refused.
+    pub body_read_timeout_ms: u64,
     /// The protocol's limits.
     pub limits: Limits,
     /// Names of the built-in agents the config defines (a participant's `agent` must be one).
@@ -51,6 +60,8 @@ impl Default for ServerConfig {
             rate_limit_per_s: 200,
             rate_limit_burst: 400,
             keepalive_ms: 15_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             limits: Limits::default(),
             agents: Vec::new(),
         }
@@ -114,11 +125,49 @@ impl Server {
     }
 
     /// Serves until the shutdown token fires and every connection has finished.
+    ///
+    /// A hand-written accept loop rather than `axum::serve`, because that one sets no timer and
+    /// so no header-read timeout: a client dribbling headers could hold a socket forever.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        let router = self.router();
+        let header_timeout = Duration::from_millis(self.state.config.header_read_timeout_ms);
+        let connections = TaskTracker::new();
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Running out of file descriptors must not end the server: back off.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        connections.close();
+        connections.wait().await;
         self.tracker.close();
         Ok(())
     }
