@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Instead of pushes: park this many blocked `check` calls and report the server's memory.
+    #[arg(long)]
+    checks: Option<usize>,
 }
 
 struct ChildServer {
@@ -49,6 +52,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (url, Some(server))
         }
     };
+    if let Some(checks) = args.checks {
+        let pid = _server.as_ref().and_then(|s| s.child.id());
+        return park_checks(&base, args.admin_token.as_deref(), checks, pid, args.json).await;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.conversations * 3)
         .build()?;
@@ -211,6 +218,127 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parks `checks` blocked `check` calls (50 participants per conversation, one call each),
+/// measures the server's resident memory, then wakes them all with one message per conversation.
+async fn park_checks(
+    base: &str,
+    admin_token: Option<&str>,
+    checks: usize,
+    server_pid: Option<u32>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    const PER_CONVERSATION: usize = 50;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let before_kib = server_pid.and_then(resident_kib);
+    let mut conversations = Vec::new();
+    let mut remaining = checks;
+    while remaining > 0 {
+        let size = remaining.min(PER_CONVERSATION);
+        remaining -= size;
+        let participants: Vec<Value> = (0..=size)
+            .map(|i| json!({"name": format!("p{i}"), "kind": "agent"}))
+            .collect();
+        let mut request = client
+            .post(format!("{base}/v1/conversations"))
+            .json(&json!({"participants": participants}));
+        if let Some(token) = admin_token {
+            request = request.bearer_auth(token);
+        }
+        let created: Value = checked(request.send().await?).await?.json().await?;
+        let id = created["id"].as_str().context("no id")?.to_owned();
+        let tokens: Vec<String> = created["participants"]
+            .as_array()
+            .context("no participants")?
+            .iter()
+            .filter_map(|p| p["token"].as_str().map(str::to_owned))
+            .collect();
+        conversations.push((id, tokens));
+    }
+    let returned = Arc::new(AtomicU64::new(0));
+    let woken = Arc::new(AtomicU64::new(0));
+    let mut waiting = Vec::with_capacity(checks);
+    for (id, tokens) in &conversations {
+        // Participant 0 is the one who will speak; the others wait.
+        for token in &tokens[1..] {
+            let (client, url, token) = (
+                client.clone(),
+                format!("{base}/v1/conversations/{id}/check"),
+                token.clone(),
+            );
+            let (returned, woken) = (Arc::clone(&returned), Arc::clone(&woken));
+            waiting.push(tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"timeout_ms": 60_000}))
+                    .send()
+                    .await;
+                returned.fetch_add(1, Ordering::Relaxed);
+                if let Ok(response) = response
+                    && let Ok(body) = response.json::<Value>().await
+                    && body["result"]["timed_out"] == false
+                {
+                    woken.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    // Let every call reach the server and park, then read the server's memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let parked = checks as u64 - returned.load(Ordering::Relaxed);
+    let during_kib = server_pid.and_then(resident_kib);
+    let wake_started = Instant::now();
+    for (id, tokens) in &conversations {
+        checked(
+            client
+                .post(format!("{base}/v1/conversations/{id}/send"))
+                .bearer_auth(&tokens[0])
+                .json(&json!({"text": "wake up"}))
+                .send()
+                .await?,
+        )
+        .await?;
+    }
+    for task in waiting {
+        task.await?;
+    }
+    let wake_ms = wake_started.elapsed().as_secs_f64() * 1000.0;
+    let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+    let figures = json!({
+        "checks": checks,
+        "parked": parked,
+        "woken": woken.load(Ordering::Relaxed),
+        "server_rss_mib_before": mib(before_kib),
+        "server_rss_mib_parked": mib(during_kib),
+        "wake_all_ms": wake_ms,
+    });
+    if json_out {
+        println!("{figures}");
+    } else {
+        println!("hark bench --checks {checks}: {parked} calls parked at once");
+        if let (Some(before), Some(during)) = (mib(before_kib), mib(during_kib)) {
+            println!(
+                "  server resident memory  {before:.1} MiB idle, {during:.1} MiB with the calls parked"
+            );
+        }
+        println!(
+            "  woke {} of them with {} messages in {wake_ms:.0} ms",
+            figures["woken"],
+            conversations.len()
+        );
+    }
+    Ok(())
+}
+
+/// Resident memory of a process in KiB (Linux; `None` elsewhere).
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Starts `hark serve` on a temporary database and a free port, with the rate limit off.

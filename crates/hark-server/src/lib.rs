@@ -25,6 +25,17 @@ use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 
+/// Decodes the body of `POST /v1/conversations/{id}/{action}` exactly as the route does: the
+/// entry point the request-decoding fuzz target drives.
+pub fn decode_action_request(
+    action: &str,
+    body: &[u8],
+) -> Result<hark_core::protocol::Action, ApiError> {
+    let kind = hark_core::protocol::ActionKind::parse(action)
+        .ok_or_else(|| ApiError::bad_request(format!("Unknown action '{action}'.")))?;
+    wire::decode_action(kind, body)
+}
+
 /// Everything the server can be told; the binary fills it from the CLI, config and environment.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
