@@ -134,7 +134,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or(defaults.body_read_timeout_ms),
         limits: file.limits(),
         agents: file.agent.iter().map(|a| a.name.clone()).collect(),
-        ..defaults
     };
     let listener = TcpListener::bind(addr)
         .await
