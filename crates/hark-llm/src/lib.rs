@@ -1,0 +1,186 @@
+//! Model providers behind one interface: a request in, a stream of events out.
+//!
+//! Implementations speak real wire formats: OpenAI-compatible chat completions (OpenAI, vLLM,
+//! llama.cpp's server, Ollama, most gateways) and Anthropic Messages, both streaming with tools.
+//! Cancelling a generation is dropping its stream: the HTTP response is dropped with it, which
+//! closes the connection, so the provider stops generating.
+//!
+//! **Invariant:** API keys never appear in logs, errors or `Debug` output.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+
+/// What to ask the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+}
+
+/// One message of the conversation as the model sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChatMessage {
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    /// The result of a tool call the model made in the previous assistant message.
+    ToolResult {
+        call_id: String,
+        content: String,
+        is_error: bool,
+    },
+}
+
+/// A function the model may call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// A JSON Schema object for the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// A complete tool call (arguments already assembled from the stream and parsed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+/// What a stream yields, in order: text deltas and tool calls, then exactly one `Finished`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    Text(String),
+    ToolCall(ToolCall),
+    Finished {
+        stop: StopReason,
+        usage: Option<Usage>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    EndTurn,
+    ToolUse,
+    MaxTokens,
+    Other(String),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
+
+/// A model provider. `stream` retries (with backoff) only before the first byte of the answer;
+/// once events flow, an error ends the stream.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    async fn stream(&self, request: ChatRequest) -> Result<EventStream, LlmError>;
+}
+
+/// Which wire format a provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `POST {base_url}/chat/completions`, `Authorization: Bearer`.
+    OpenAi,
+    /// `POST {base_url}/v1/messages`, `x-api-key`, `anthropic-version: 2023-06-01`.
+    Anthropic,
+}
+
+/// An API key that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(key: impl Into<String>) -> Self {
+        Secret(key.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    /// Connecting to the endpoint.
+    pub connect_timeout_ms: u64,
+    /// From sending the request to the first event of the answer.
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two chunks of a streaming answer.
+    pub idle_timeout_ms: u64,
+    /// Retries on 429, 5xx and connection failures before the answer starts.
+    pub max_retries: u32,
+    /// First backoff; doubled on every retry (with jitter), honouring `Retry-After`.
+    pub retry_base_ms: u64,
+}
+
+impl ProviderConfig {
+    pub fn new(kind: ProviderKind, base_url: impl Into<String>, api_key: Option<Secret>) -> Self {
+        ProviderConfig {
+            kind,
+            base_url: base_url.into(),
+            api_key,
+            connect_timeout_ms: 5_000,
+            first_token_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+            max_retries: 3,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+/// Builds the provider for a config.
+pub fn provider(config: ProviderConfig) -> Arc<dyn Provider> {
+    let _ = config;
+    unimplemented!("being written")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// 401/403: the key is missing, wrong or not allowed. Not retryable.
+    #[error("the provider refused the API key (HTTP {status}): {message}")]
+    BadKey { status: u16, message: String },
+    /// Still 429 after every retry.
+    #[error("the provider kept rate-limiting after {retries} retries")]
+    RateLimited { retries: u32 },
+    /// The endpoint could not be reached (DNS, refused, TLS) after every retry.
+    #[error("cannot reach the provider: {0}")]
+    Unreachable(String),
+    /// No answer (or no next chunk) in time.
+    #[error("the provider timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// 5xx after every retry.
+    #[error("the provider failed (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    /// Another 4xx: the request itself was refused (bad model name, bad parameters).
+    #[error("the provider refused the request (HTTP {status}): {message}")]
+    Request { status: u16, message: String },
+    /// The answer did not follow the wire format.
+    #[error("the provider's answer is malformed: {0}")]
+    Malformed(String),
+}
