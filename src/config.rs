@@ -32,7 +32,7 @@ pub struct ConfigFile {
     pub server: ServerSection,
     #[serde(default)]
     pub limits: LimitsSection,
-    /// Built-in agents (SPEC.md section 6); only their names are used so far.
+    /// Built-in agents (SPEC.md section 6).
     #[serde(default)]
     pub agent: Vec<AgentSection>,
 }
@@ -61,9 +61,151 @@ pub struct LimitsSection {
     pub typing_timeout_ms: Option<u64>,
 }
 
+/// One `[[agent]]`: a participant played by a model (SPEC.md section 6).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentSection {
     pub name: String,
+    /// "openai" (any OpenAI-compatible endpoint) or "anthropic".
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub model: String,
+    /// The environment variable holding the API key; keys are never written in the config.
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub system_prompt: String,
+    /// "reply" (turn engine and bubbles) or "actions" (the model drives the tools).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Mode "actions": append streamed sentences and interrupt on news.
+    #[serde(default)]
+    pub streaming: bool,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub error_notice: Option<bool>,
+    pub max_messages_per_minute: Option<u32>,
+    pub max_turns: Option<u32>,
+    pub first_token_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub turn: TurnSection,
+}
+
+fn default_mode() -> String {
+    "reply".to_owned()
+}
+
+/// `[agent.turn]`: the turn engine's knobs (SPEC.md section 6.1), all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    pub window_complete_ms: Option<u64>,
+    pub window_partial_ms: Option<u64>,
+    pub window_neutral_ms: Option<u64>,
+    pub window_hard_cap_ms: Option<u64>,
+    pub typing_grace_ms: Option<u64>,
+    pub typing_timeout_ms: Option<u64>,
+    pub speculate: Option<bool>,
+    pub max_spec_restarts: Option<u32>,
+    pub bargein_recheck: Option<bool>,
+    pub max_bubbles: Option<u32>,
+    pub typing_cps: Option<u32>,
+}
+
+impl AgentSection {
+    /// The agent's runtime config and provider, with its key read from the environment.
+    pub fn build(&self) -> anyhow::Result<hark_server::agents::AgentSpec> {
+        use hark_llm::{ProviderConfig, ProviderKind, Secret};
+        use hark_server::agents::{AgentConfig, AgentMode};
+
+        let name = &self.name;
+        let (kind, default_url) = match self.provider.as_str() {
+            "openai" => (ProviderKind::OpenAi, "https://api.openai.com/v1"),
+            "anthropic" => (ProviderKind::Anthropic, "https://api.anthropic.com"),
+            other => anyhow::bail!(
+                "agent {name}: provider must be \"openai\" or \"anthropic\", not {other:?}"
+            ),
+        };
+        let api_key = match &self.api_key_env {
+            Some(var) => Some(Secret::new(std::env::var(var).with_context(|| {
+                format!("agent {name}: the environment variable {var} (its API key) is not set")
+            })?)),
+            None => None,
+        };
+        let mut provider = ProviderConfig::new(
+            kind,
+            self.base_url
+                .clone()
+                .unwrap_or_else(|| default_url.to_owned()),
+            api_key,
+        );
+        if let Some(v) = self.first_token_timeout_ms {
+            provider.first_token_timeout_ms = v;
+        }
+        if let Some(v) = self.idle_timeout_ms {
+            provider.idle_timeout_ms = v;
+        }
+        if let Some(v) = self.max_retries {
+            provider.max_retries = v;
+        }
+        let mut config = AgentConfig::new(name.clone(), self.model.clone());
+        config.system_prompt = self.system_prompt.clone();
+        config.mode = match self.mode.as_str() {
+            "reply" => AgentMode::Reply,
+            "actions" => AgentMode::Actions {
+                streaming: self.streaming,
+            },
+            other => {
+                anyhow::bail!("agent {name}: mode must be \"reply\" or \"actions\", not {other:?}")
+            }
+        };
+        if let Some(v) = self.max_tokens {
+            config.max_tokens = v;
+        }
+        config.temperature = self.temperature;
+        if let Some(v) = self.error_notice {
+            config.error_notice = v;
+        }
+        if let Some(v) = self.max_messages_per_minute {
+            config.max_messages_per_minute = v;
+        }
+        if let Some(v) = self.max_turns {
+            config.max_turns = v;
+        }
+        let t = &self.turn;
+        let turn = &mut config.turn;
+        let set = |slot: &mut u64, v: Option<u64>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut turn.window_complete_ms, t.window_complete_ms);
+        set(&mut turn.window_partial_ms, t.window_partial_ms);
+        set(&mut turn.window_neutral_ms, t.window_neutral_ms);
+        set(&mut turn.window_hard_cap_ms, t.window_hard_cap_ms);
+        set(&mut turn.typing_grace_ms, t.typing_grace_ms);
+        set(&mut turn.typing_timeout_ms, t.typing_timeout_ms);
+        if let Some(v) = t.speculate {
+            turn.speculate = v;
+        }
+        if let Some(v) = t.max_spec_restarts {
+            turn.max_spec_restarts = v;
+        }
+        if let Some(v) = t.bargein_recheck {
+            turn.bargein_recheck = v;
+        }
+        if let Some(v) = t.max_bubbles {
+            turn.max_bubbles = v;
+        }
+        if let Some(v) = t.typing_cps {
+            turn.typing_cps = v;
+        }
+        Ok(hark_server::agents::AgentSpec {
+            config,
+            provider: hark_llm::provider(provider),
+        })
+    }
 }
 
 impl ConfigFile {

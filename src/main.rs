@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod talk;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure durable pushes/s and push→SSE latency over loopback HTTP.
     Bench(bench::BenchArgs),
+    /// Let two or more configured agents talk with drafts, printed live.
+    Talk(talk::TalkArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Talk(args) => runtime.block_on(talk::run(args)),
     }
 }
 
@@ -133,8 +137,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .body_read_timeout_ms
             .unwrap_or(defaults.body_read_timeout_ms),
         limits: file.limits(),
-        agents: file.agent.iter().map(|a| a.name.clone()).collect(),
     };
+    let mut agents = Vec::new();
+    for agent in &file.agent {
+        agents.push(agent.build()?);
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -149,7 +156,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.admin_open {
         tracing::warn!("no admin token configured: admin routes are open on this loopback address");
     }
-    Server::new(Arc::new(store), config, shutdown)
+    let agents = hark_server::agents::Supervisor::new(agents, None);
+    Server::with_agents(Arc::new(store), config, agents, shutdown)
         .serve(listener)
         .await
         .context("the server failed")?;

@@ -4,6 +4,7 @@
 //! caller bound (tests bind port 0) until the shutdown token fires, then ends open event streams
 //! and waiting `check` calls so that shutdown never hangs.
 
+pub mod agents;
 mod auth;
 mod conversation;
 mod error;
@@ -58,8 +59,6 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// The protocol's limits.
     pub limits: Limits,
-    /// Names of the built-in agents the config defines (a participant's `agent` must be one).
-    pub agents: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -74,7 +73,6 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             limits: Limits::default(),
-            agents: Vec::new(),
         }
     }
 }
@@ -87,6 +85,7 @@ pub(crate) struct Inner {
     store: Arc<dyn Store>,
     registry: conversation::Registry,
     auth: auth::Auth,
+    agents: agents::Supervisor,
     config: ServerConfig,
     shutdown: CancellationToken,
 }
@@ -106,6 +105,21 @@ pub struct Server {
 
 impl Server {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        Server::with_agents(
+            store,
+            config,
+            agents::Supervisor::new(Vec::new(), None),
+            shutdown,
+        )
+    }
+
+    /// A server that also runs the built-in agents the supervisor knows.
+    pub fn with_agents(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        agents: agents::Supervisor,
+        shutdown: CancellationToken,
+    ) -> Self {
         let tracker = TaskTracker::new();
         let registry = conversation::Registry::new(
             Arc::clone(&store),
@@ -124,6 +138,7 @@ impl Server {
                 store,
                 registry,
                 auth,
+                agents,
                 config,
                 shutdown,
             })),
@@ -135,11 +150,53 @@ impl Server {
         routes::router(self.state.clone())
     }
 
+    /// Starts the agent task of every participant played by a built-in agent, so a restart
+    /// picks up where the agents were.
+    pub async fn start_agents(&self) -> Result<(), hark_store::StoreError> {
+        for participant in self.state.store.agent_participants().await? {
+            self.state.agents.start(
+                &self.state,
+                &participant.conversation,
+                participant.name,
+                &participant.agent,
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a conversation in process (for `hark talk` and embedded use): participants are
+    /// `(name, kind, agent)`; returns the id and each participant's token.
+    pub async fn create_conversation(
+        &self,
+        title: Option<String>,
+        participants: Vec<(
+            hark_core::protocol::ParticipantName,
+            hark_core::protocol::ParticipantKind,
+            Option<String>,
+        )>,
+    ) -> Result<(String, Vec<String>), ApiError> {
+        routes::create(&self.state, title, participants).await
+    }
+
+    /// Applies one participant's action in process.
+    pub async fn act(
+        &self,
+        conversation: &str,
+        who: hark_core::protocol::ParticipantName,
+        action: hark_core::protocol::Action,
+    ) -> Result<hark_core::protocol::Envelope, ApiError> {
+        let handle = routes::conversation(&self.state, conversation).await?;
+        handle.act(who, action).await.map_err(routes::act_error)
+    }
+
     /// Serves until the shutdown token fires and every connection has finished.
     ///
     /// A hand-written accept loop rather than `axum::serve`, because that one sets no timer and
     /// so no header-read timeout: a client dribbling headers could hold a socket forever.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        if let Err(error) = self.start_agents().await {
+            tracing::error!(%error, "cannot list the agents' participants; agents do not run");
+        }
         let shutdown = self.state.shutdown.clone();
         let router = self.router();
         let header_timeout = Duration::from_millis(self.state.config.header_read_timeout_ms);

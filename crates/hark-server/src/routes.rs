@@ -73,22 +73,47 @@ async fn create_conversation(
         )));
     }
     let mut participants = Vec::with_capacity(request.participants.len());
-    let mut tokens = Vec::with_capacity(request.participants.len());
     for p in request.participants {
-        let (participant, token) = new_participant(&state, p)?;
-        if participants
-            .iter()
-            .any(|q: &NewParticipant| q.name == participant.name)
-        {
+        let name = ParticipantName::parse(&p.name).map_err(|e| {
+            ApiError::bad_request(format!("Bad participant name {:?}: {e}.", p.name))
+        })?;
+        participants.push((name, ParticipantKind::from(p.kind), p.agent));
+    }
+    let (id, listed) = create_listed(&state, request.title.clone(), participants).await?;
+    let body = json!({ "id": id, "title": request.title, "participants": listed });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Creates a conversation; returns its id and each participant's token, in order.
+pub(crate) async fn create(
+    state: &AppState,
+    title: Option<String>,
+    participants: Vec<(ParticipantName, ParticipantKind, Option<String>)>,
+) -> Result<(String, Vec<String>), ApiError> {
+    let (id, listed) = create_listed(state, title, participants).await?;
+    let tokens = listed
+        .iter()
+        .map(|p| p["token"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Ok((id, tokens))
+}
+
+async fn create_listed(
+    state: &AppState,
+    title: Option<String>,
+    requested: Vec<(ParticipantName, ParticipantKind, Option<String>)>,
+) -> Result<(String, Vec<Value>), ApiError> {
+    let mut participants: Vec<NewParticipant> = Vec::with_capacity(requested.len());
+    let mut tokens = Vec::with_capacity(requested.len());
+    for (name, kind, agent) in requested {
+        if participants.iter().any(|q| q.name == name) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "duplicate_name",
-                format!(
-                    "Two participants are named '{}': names are unique in a conversation.",
-                    participant.name
-                ),
+                format!("Two participants are named '{name}': names are unique in a conversation."),
             ));
         }
+        let (participant, token) = new_participant(state, name, kind, agent)?;
         tokens.push(token);
         participants.push(participant);
     }
@@ -97,7 +122,7 @@ async fn create_conversation(
         .store
         .create_conversation(NewConversation {
             id: id.clone(),
-            title: request.title.clone(),
+            title,
             created_at: now(),
             participants: participants.clone(),
         })
@@ -113,9 +138,13 @@ async fn create_conversation(
             },
         );
         listed.push(participant_json(&participant, &token));
+        if let Some(agent) = &participant.agent {
+            state
+                .agents
+                .start(state, &id, participant.name.clone(), agent);
+        }
     }
-    let body = json!({ "id": id, "title": request.title, "participants": listed });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((id, listed))
 }
 
 async fn add_participant(
@@ -127,17 +156,27 @@ async fn add_participant(
     let Path(id) = path.map_err(bad_path)?;
     state.auth.require_admin(&headers, &*state.store).await?;
     let body = read_body(&state, &headers, body).await?;
-    let (participant, token) = new_participant(&state, wire::parse(&body)?)?;
+    let requested: wire::NewParticipant = wire::parse(&body)?;
+    let name = ParticipantName::parse(&requested.name).map_err(|e| {
+        ApiError::bad_request(format!("Bad participant name {:?}: {e}.", requested.name))
+    })?;
+    let (participant, token) =
+        new_participant(&state, name, requested.kind.into(), requested.agent)?;
     let handle = conversation(&state, &id).await?;
     handle.add_participant(participant.clone()).await?;
     state.auth.remember(
         participant.token_hash,
         TokenOwner {
-            conversation: id,
+            conversation: id.clone(),
             name: participant.name.clone(),
             kind: participant.kind,
         },
     );
+    if let Some(agent) = &participant.agent {
+        state
+            .agents
+            .start(&state, &id, participant.name.clone(), agent);
+    }
     Ok((
         StatusCode::CREATED,
         Json(participant_json(&participant, &token)),
@@ -294,12 +333,12 @@ async fn read_body(
 
 fn new_participant(
     state: &AppState,
-    p: wire::NewParticipant,
+    name: ParticipantName,
+    kind: ParticipantKind,
+    agent: Option<String>,
 ) -> Result<(NewParticipant, String), ApiError> {
-    let name = ParticipantName::parse(&p.name)
-        .map_err(|e| ApiError::bad_request(format!("Bad participant name {:?}: {e}.", p.name)))?;
-    if let Some(agent) = &p.agent
-        && !state.config.agents.iter().any(|a| a == agent)
+    if let Some(agent) = &agent
+        && !state.agents.knows(agent)
     {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -311,8 +350,8 @@ fn new_participant(
     Ok((
         NewParticipant {
             name,
-            kind: ParticipantKind::from(p.kind),
-            agent: p.agent,
+            kind,
+            agent,
             token_hash: hash_token(&token),
         },
         token,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use hark_core::protocol::{Effect, Message};
+use hark_core::protocol::{Effect, Message, ParticipantName};
 use hark_server::{Server, ServerConfig};
 use hark_store::{
-    NewConversation, NewParticipant, SqliteStore, Store, StoreError, StoredConversation, TokenHash,
-    TokenOwner,
+    AgentParticipant, AgentState, NewConversation, NewParticipant, SqliteStore, Store, StoreError,
+    StoredConversation, TokenHash, TokenOwner,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,25 @@ impl Store for Flaky {
     async fn commit(&self, c: &str, effects: Vec<Effect>) -> Result<(), StoreError> {
         self.check()?;
         self.inner.commit(c, effects).await
+    }
+    async fn agent_participants(&self) -> Result<Vec<AgentParticipant>, StoreError> {
+        self.inner.agent_participants().await
+    }
+    async fn load_agent_state(
+        &self,
+        c: &str,
+        p: &ParticipantName,
+    ) -> Result<Option<AgentState>, StoreError> {
+        self.inner.load_agent_state(c, p).await
+    }
+    async fn save_agent_state(
+        &self,
+        c: &str,
+        p: &ParticipantName,
+        s: AgentState,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.save_agent_state(c, p, s).await
     }
 }
 

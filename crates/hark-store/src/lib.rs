@@ -53,6 +53,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes a batch of effects durable, all or nothing.
     async fn commit(&self, conversation: &str, effects: Vec<Effect>) -> Result<(), StoreError>;
+
+    /// Every participant played by a built-in agent, in every conversation.
+    async fn agent_participants(&self) -> Result<Vec<AgentParticipant>, StoreError>;
+
+    /// What a built-in agent saved about its turn engine, if anything.
+    async fn load_agent_state(
+        &self,
+        conversation: &str,
+        participant: &ParticipantName,
+    ) -> Result<Option<AgentState>, StoreError>;
+
+    /// Durably replaces a built-in agent's saved state.
+    async fn save_agent_state(
+        &self,
+        conversation: &str,
+        participant: &ParticipantName,
+        state: AgentState,
+    ) -> Result<(), StoreError>;
+}
+
+/// A participant played by a built-in agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentParticipant {
+    pub conversation: String,
+    pub name: ParticipantName,
+    pub agent: String,
+}
+
+/// A built-in agent's saved turn-engine state. The store keeps it opaque except for its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentState {
+    /// The last epoch the engine used.
+    pub epoch: u64,
+    /// The highest person seq answered or deliberately left silent.
+    pub answered_up_to: u64,
+    /// The learned rhythm of the person, serialised by the caller.
+    pub rhythm: String,
 }
 
 #[derive(Clone, Debug)]

@@ -16,12 +16,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    NewConversation, NewParticipant, Store, StoreError, StoredConversation, StoredParticipant,
-    TokenHash, TokenOwner,
+    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
+    StoredConversation, StoredParticipant, TokenHash, TokenOwner,
 };
 
 /// The schema, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE conversations (
         id            TEXT PRIMARY KEY,
         title         TEXT,
@@ -55,7 +56,18 @@ const MIGRATIONS: &[&str] = &[r#"
         text            TEXT NOT NULL,
         PRIMARY KEY (conversation_id, participant, position)
     ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+    CREATE TABLE agent_state (
+        conversation_id TEXT NOT NULL,
+        participant     TEXT NOT NULL,
+        epoch           INTEGER NOT NULL,
+        answered_up_to  INTEGER NOT NULL,
+        rhythm          TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, participant)
+    ) WITHOUT ROWID;
+"#,
+];
 
 /// Most jobs folded into one transaction; bounds the latency a single commit can add.
 const MAX_JOBS_PER_COMMIT: usize = 2048;
@@ -71,6 +83,7 @@ enum Write {
     Create(NewConversation),
     AddParticipant(String, NewParticipant),
     Commit(String, Vec<Effect>),
+    AgentState(String, ParticipantName, AgentState),
 }
 
 struct Job {
@@ -222,6 +235,77 @@ impl Store for SqliteStore {
         self.write(Write::Commit(conversation.to_owned(), effects))
             .await
     }
+
+    async fn agent_participants(&self) -> Result<Vec<AgentParticipant>, StoreError> {
+        self.read(|c| {
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT conversation_id, name, agent FROM participants
+                     WHERE agent IS NOT NULL ORDER BY conversation_id, position",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (conversation, name, agent) = row.map_err(unavailable)?;
+                out.push(AgentParticipant {
+                    conversation,
+                    name: parse_name(&name)?,
+                    agent,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_agent_state(
+        &self,
+        conversation: &str,
+        participant: &ParticipantName,
+    ) -> Result<Option<AgentState>, StoreError> {
+        let (conversation, participant) = (conversation.to_owned(), participant.clone());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT epoch, answered_up_to, rhythm FROM agent_state
+                 WHERE conversation_id = ?1 AND participant = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![conversation, participant.as_str()], |r| {
+                    Ok(AgentState {
+                        epoch: r.get::<_, i64>(0)? as u64,
+                        answered_up_to: r.get::<_, i64>(1)? as u64,
+                        rhythm: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn save_agent_state(
+        &self,
+        conversation: &str,
+        participant: &ParticipantName,
+        state: AgentState,
+    ) -> Result<(), StoreError> {
+        self.write(Write::AgentState(
+            conversation.to_owned(),
+            participant.clone(),
+            state,
+        ))
+        .await
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -339,6 +423,26 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        Write::AgentState(conversation, participant, state) => tx
+            .prepare_cached(
+                "INSERT INTO agent_state (conversation_id, participant, epoch, answered_up_to, rhythm)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (conversation_id, participant) DO UPDATE SET
+                   epoch = MAX(epoch, excluded.epoch),
+                   answered_up_to = MAX(answered_up_to, excluded.answered_up_to),
+                   rhythm = excluded.rhythm",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    conversation,
+                    participant.as_str(),
+                    state.epoch as i64,
+                    state.answered_up_to as i64,
+                    state.rhythm
+                ])
+            })
+            .map(drop)
+            .map_err(unavailable),
     }
 }
 

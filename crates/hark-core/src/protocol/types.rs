@@ -46,6 +46,8 @@ impl fmt::Display for InvalidName {
     }
 }
 
+impl std::error::Error for InvalidName {}
+
 /// Whether a participant is a person or a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParticipantKind {
