@@ -157,23 +157,24 @@ impl Auth {
         }
     }
 
-    /// Admits the admin (or anyone, when open) and participants of `conversation`.
+    /// Admits the admin (or anyone, when open) and participants of `conversation`; returns the
+    /// participant, if the caller is one.
     pub async fn require_admin_or_participant(
         &self,
         headers: &HeaderMap,
         store: &dyn Store,
         conversation: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<TokenOwner>, ApiError> {
         match self.caller(headers, store).await? {
-            Some(Caller::Admin) => Ok(()),
-            None if self.admin_open => Ok(()),
+            Some(Caller::Admin) => Ok(None),
+            None if self.admin_open => Ok(None),
             None => Err(ApiError::unauthorized(
                 "Send the admin token or a participant token: 'Authorization: Bearer <token>'.",
             )),
             Some(Caller::Participant(owner)) if owner.conversation != conversation => Err(
                 ApiError::forbidden("Your token belongs to another conversation."),
             ),
-            Some(Caller::Participant(_)) => Ok(()),
+            Some(Caller::Participant(owner)) => Ok(Some(owner)),
         }
     }
 }

@@ -25,7 +25,9 @@ const HISTORY_MAX_LIMIT: usize = 1000;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(web_chat))
         .route("/healthz", get(healthz))
+        .route("/v1/agents", get(list_agents))
         .route("/v1/conversations", post(create_conversation))
         .route("/v1/conversations/{id}", get(describe))
         .route("/v1/conversations/{id}/participants", post(add_participant))
@@ -43,6 +45,28 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// The web chat (SPEC.md section 7): one self-contained page, compiled into the binary.
+async fn web_chat() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../web/index.html"),
+    )
+        .into_response()
+}
+
+/// The built-in agents a conversation can include. Names only: nothing secret.
+async fn list_agents(State(state): State<AppState>) -> Response {
+    let agents: Vec<Value> = state
+        .agents
+        .names()
+        .map(|(name, mode)| json!({ "name": name, "mode": mode }))
+        .collect();
+    Json(json!({ "agents": agents })).into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -190,7 +214,7 @@ async fn describe(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(bad_path)?;
-    state
+    let caller = state
         .auth
         .require_admin_or_participant(&headers, &*state.store, &id)
         .await?;
@@ -207,15 +231,19 @@ async fn describe(
             p
         })
         .collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "id": id,
         "title": handle.title.as_deref(),
         "participants": participants,
         "last_seq": description.last_seq,
         "receipts": description.receipts.iter().map(wire::receipt).collect::<Vec<_>>(),
         "composing": description.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    });
+    // A participant learns who its token makes it (the web chat needs this).
+    if let Some(owner) = caller {
+        body["you"] = json!(owner.name.as_str());
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn history(

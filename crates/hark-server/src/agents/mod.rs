@@ -121,6 +121,17 @@ impl Supervisor {
         self.specs.contains_key(agent)
     }
 
+    /// The configured agents' names and modes ("reply" or "actions"), in name order.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.specs.iter().map(|(name, spec)| {
+            let mode = match spec.config.mode {
+                AgentMode::Reply => "reply",
+                AgentMode::Actions { .. } => "actions",
+            };
+            (name.as_str(), mode)
+        })
+    }
+
     /// Starts the task playing `participant` in `conversation`, unless it already runs.
     pub(crate) fn start(
         &self,
