@@ -7,11 +7,17 @@
 //!
 //! **Invariant:** API keys never appear in logs, errors or `Debug` output.
 
+mod anthropic;
+mod openai;
+mod sse;
+mod transport;
+
 use std::fmt;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 /// What to ask the model.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +66,7 @@ pub struct ToolCall {
 }
 
 /// What a stream yields, in order: text deltas and tool calls, then exactly one `Finished`.
+/// A stream that fails yields one `Err` instead of `Finished`, and ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
     Text(String),
@@ -137,6 +144,8 @@ pub struct ProviderConfig {
     pub max_retries: u32,
     /// First backoff; doubled on every retry (with jitter), honouring `Retry-After`.
     pub retry_base_ms: u64,
+    /// Longest wait before one retry, whatever the backoff or `Retry-After` says.
+    pub max_retry_delay_ms: u64,
 }
 
 impl ProviderConfig {
@@ -150,14 +159,68 @@ impl ProviderConfig {
             idle_timeout_ms: 30_000,
             max_retries: 3,
             retry_base_ms: 500,
+            max_retry_delay_ms: 30_000,
         }
     }
 }
 
-/// Builds the provider for a config.
+/// Builds the provider for a config. Each provider holds one HTTP client (a connection pool).
 pub fn provider(config: ProviderConfig) -> Arc<dyn Provider> {
-    let _ = config;
-    unimplemented!("being written")
+    match config.kind {
+        ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(config)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config)),
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    /// The names `hark.toml` uses: `"openai"` and `"anthropic"`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "openai" => Ok(ProviderKind::OpenAi),
+            "anthropic" => Ok(ProviderKind::Anthropic),
+            other => Err(format!(
+                "unknown provider {other:?}: expected \"openai\" or \"anthropic\""
+            )),
+        }
+    }
+}
+
+/// A whole answer, for callers that do not need it streamed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Every text delta, concatenated.
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub stop: StopReason,
+    pub usage: Option<Usage>,
+}
+
+/// Reads a stream to its end. A stream that ends without `Finished` is `Malformed`.
+pub async fn collect<S>(mut stream: S) -> Result<Completion, LlmError>
+where
+    S: Stream<Item = Result<StreamEvent, LlmError>> + Unpin,
+{
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Text(delta) => text.push_str(&delta),
+            StreamEvent::ToolCall(call) => tool_calls.push(call),
+            StreamEvent::Finished { stop, usage } => {
+                return Ok(Completion {
+                    text,
+                    tool_calls,
+                    stop,
+                    usage,
+                });
+            }
+        }
+    }
+    Err(LlmError::Malformed(
+        "the stream ended without finishing".to_owned(),
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +243,22 @@ pub enum LlmError {
     /// Another 4xx: the request itself was refused (bad model name, bad parameters).
     #[error("the provider refused the request (HTTP {status}): {message}")]
     Request { status: u16, message: String },
-    /// The answer did not follow the wire format.
+    /// The answer did not follow the wire format (including a stream that ends early).
     #[error("the provider's answer is malformed: {0}")]
     Malformed(String),
+}
+
+impl LlmError {
+    /// Whether trying the same request again later may work: rate limits, timeouts, server
+    /// failures and an unreachable endpoint. A bad key, a refused request or a malformed
+    /// answer will fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Unreachable(_)
+                | LlmError::Timeout(_)
+                | LlmError::Server { .. }
+        )
+    }
 }
