@@ -132,10 +132,22 @@ impl Transport {
                         describe(&e)
                     )));
                 }
-                Ok(Err(e)) => (
-                    LlmError::Unreachable(format!("{}: {}", safe_url(url), describe(&e))),
-                    None,
-                ),
+                Ok(Err(e)) => {
+                    let cause = describe(&e);
+                    // reqwest built without a TLS feature refuses https at connect time; no
+                    // retry will change that, and its wording does not say why.
+                    if url.starts_with("https:") && cause.contains("scheme is not http") {
+                        return Err(LlmError::Unreachable(format!(
+                            "{}: this build has no TLS support, so only http:// endpoints \
+                             can be reached ({cause})",
+                            safe_url(url)
+                        )));
+                    }
+                    (
+                        LlmError::Unreachable(format!("{}: {cause}", safe_url(url))),
+                        None,
+                    )
+                }
                 Ok(Ok(response)) if response.status().is_success() => {
                     return Ok(Started {
                         response,

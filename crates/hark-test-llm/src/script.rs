@@ -164,7 +164,7 @@ impl Script {
     pub fn garbage() -> Script {
         Script {
             ending: Ending::GarbageAfter(1),
-            ..Script::text("Hello")
+            ..Script::text("Hello").chunked(5)
         }
     }
 
@@ -172,7 +172,7 @@ impl Script {
     pub fn bad_json() -> Script {
         Script {
             ending: Ending::BadJsonAfter(1),
-            ..Script::text("Hello")
+            ..Script::text("Hello").chunked(5)
         }
     }
 
