@@ -264,8 +264,9 @@ impl<D: Decoder> Reader<D> {
                 .any(|e| matches!(e, StreamEvent::Text(_) | StreamEvent::ToolCall(_)));
             self.ready.extend(out.drain(..).map(Ok));
             if flow? == Flow::Done {
-                // Whatever follows the terminal event is not read; the connection goes.
-                self.response = None;
+                if let Some(response) = self.response.take() {
+                    reuse_connection(response);
+                }
                 return Ok(());
             }
         }
@@ -278,6 +279,29 @@ impl<D: Decoder> Reader<D> {
         }
         Ok(())
     }
+}
+
+/// Reads what is left of a finished answer's body (normally just the end of the chunked
+/// encoding) in the background, so that the connection goes back to the pool instead of being
+/// closed: the next request then skips the TCP and TLS handshakes. Bounded in time and bytes.
+fn reuse_connection(mut response: reqwest::Response) {
+    const DRAIN_MS: u64 = 2_000;
+    const DRAIN_BYTES: usize = 64 * 1024;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // Dropping the response closes the connection instead.
+    };
+    runtime.spawn(async move {
+        let drain = async {
+            let mut read = 0;
+            while read < DRAIN_BYTES {
+                match response.chunk().await {
+                    Ok(Some(bytes)) => read += bytes.len(),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(DRAIN_MS), drain).await;
+    });
 }
 
 /// Maps an HTTP error status to the error and whether it is worth retrying.

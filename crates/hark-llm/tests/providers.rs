@@ -709,3 +709,23 @@ async fn an_https_endpoint_without_tls_support_says_so_at_once() {
         other => panic!("expected Unreachable, got {:?}", other.err()),
     }
 }
+
+#[tokio::test]
+async fn a_finished_answer_is_read_to_the_end_of_its_body() {
+    for kind in KINDS {
+        // The body ends a while after the terminal event. Dropping the response at the
+        // terminal event would close the connection (the stand-in would see `closed_early`);
+        // reading the rest in the background lets it go back to the pool for the next request.
+        let stand_in = StandIn::start().await;
+        stand_in.set_responder(|_| Script::text("Again.").close_delay_ms(100));
+        let provider = provider(config(&stand_in, kind));
+        for i in 0..2 {
+            let stream = within(provider.stream(ask("Hi")))
+                .await
+                .expect("the stream starts");
+            within(collect(stream)).await.expect("a complete answer");
+            assert!(!stand_in.wait_for_close(i, GENEROUS).await, "{kind:?} {i}");
+            assert!(stand_in.requests()[i].completed, "{kind:?} {i}");
+        }
+    }
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::post;
@@ -56,6 +56,8 @@ pub struct StandIn {
 pub struct RecordedRequest {
     /// The request path, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The client's address: two requests from one address came over one (reused) connection.
+    pub peer: SocketAddr,
     /// Every header, names lowercased (the API key header included, so tests can check it).
     pub headers: BTreeMap<String, String>,
     /// The body as JSON (`Value::Null` if it was not JSON).
@@ -96,10 +98,13 @@ impl StandIn {
         let router = Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            // Tests may send long conversations; the real APIs accept far more than 2 MB.
+            .layer(DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             // The server ends when the test drops the `StandIn` (which aborts this task).
-            let _ = axum::serve(listener, router).await;
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let _ = axum::serve(listener, service).await;
         });
         StandIn {
             addr,
@@ -239,22 +244,30 @@ impl Shared {
     }
 }
 
-async fn openai(state: State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    answer(Wire::OpenAi, state, uri, headers, body)
-}
-
-async fn anthropic(
+async fn openai(
     state: State<Arc<Shared>>,
+    peer: ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(Wire::Anthropic, state, uri, headers, body)
+    answer(Wire::OpenAi, state, peer, uri, headers, body)
+}
+
+async fn anthropic(
+    state: State<Arc<Shared>>,
+    peer: ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(Wire::Anthropic, state, peer, uri, headers, body)
 }
 
 fn answer(
     wire: Wire,
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -270,26 +283,29 @@ fn answer(
         .collect();
     let request = RecordedRequest {
         path: uri.path().to_owned(),
+        peer,
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         closed_early: false,
         completed: false,
     };
     let invalid = wire::validate(wire, &request.headers, &request.body).err();
-    let (index, script) = {
+    let (index, queued, responder) = {
         let mut state = shared.lock();
-        // An invalid request is refused like the real API would, and consumes no script.
-        let script = match invalid {
-            Some(_) => None,
-            None => state
-                .queue
-                .pop_front()
-                .or_else(|| state.responder.clone().map(|responder| responder(&request))),
-        };
         state.requests.push(request.clone());
-        (state.requests.len() - 1, script)
+        // An invalid request is refused like the real API would, and consumes no script.
+        let queued = match invalid {
+            Some(_) => None,
+            None => state.queue.pop_front(),
+        };
+        (state.requests.len() - 1, queued, state.responder.clone())
     };
     shared.changed.notify_waiters();
+    // The responder runs outside the lock, so it may take as long as it likes.
+    let script = match invalid {
+        Some(_) => None,
+        None => queued.or_else(|| responder.map(|responder| responder(&request))),
+    };
 
     if let Some(message) = invalid {
         return status_response(&shared, index, wire, 400, &message, None);
@@ -328,7 +344,11 @@ fn answer(
         tx,
         frames.into_iter().map(|f| f.text).collect(),
         after,
-        (script.first_delay_ms, script.chunk_delay_ms),
+        (
+            script.first_delay_ms,
+            script.chunk_delay_ms,
+            script.close_delay_ms,
+        ),
     ));
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let headers = response.headers_mut();
@@ -372,7 +392,7 @@ async fn write_stream(
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
     frames: Vec<String>,
     after: After,
-    (first_delay_ms, chunk_delay_ms): (u64, u64),
+    (first_delay_ms, chunk_delay_ms, close_delay_ms): (u64, u64, u64),
 ) {
     for (i, frame) in frames.into_iter().enumerate() {
         let delay = if i == 0 {
@@ -395,7 +415,19 @@ async fn write_stream(
         }
     }
     match after {
-        After::End => shared.update(index, |r| r.completed = true),
+        After::End => {
+            if close_delay_ms > 0 {
+                tokio::select! {
+                    () = tx.closed() => {
+                        shared.update(index, |r| r.closed_early = true);
+                        return;
+                    }
+                    () = tokio::time::sleep(Duration::from_millis(close_delay_ms)) => {}
+                }
+            }
+            drop(tx);
+            shared.update(index, |r| r.completed = true);
+        }
         After::Hang => {
             tx.closed().await;
             shared.update(index, |r| r.closed_early = true);

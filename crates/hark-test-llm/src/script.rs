@@ -16,6 +16,7 @@ pub struct Script {
     pub(crate) chunk_chars: usize,
     pub(crate) first_delay_ms: u64,
     pub(crate) chunk_delay_ms: u64,
+    pub(crate) close_delay_ms: u64,
     pub(crate) ending: Ending,
     pub(crate) stop: Option<ScriptStop>,
     pub(crate) usage: Option<(u64, u64)>,
@@ -74,6 +75,7 @@ impl Script {
             chunk_chars: 4,
             first_delay_ms: 0,
             chunk_delay_ms: 0,
+            close_delay_ms: 0,
             ending: Ending::Complete,
             stop: None,
             usage: None,
@@ -199,6 +201,13 @@ impl Script {
     /// Waits this long before every frame after the first.
     pub fn chunk_delay_ms(mut self, ms: u64) -> Script {
         self.chunk_delay_ms = ms;
+        self
+    }
+
+    /// Keeps the body open this long after the last frame before ending it, as real servers
+    /// sometimes do after the terminal event.
+    pub fn close_delay_ms(mut self, ms: u64) -> Script {
+        self.close_delay_ms = ms;
         self
     }
 
