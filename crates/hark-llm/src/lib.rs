@@ -93,8 +93,10 @@ pub struct Usage {
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
 
-/// A model provider. `stream` retries (with backoff) only before the first byte of the answer;
-/// once events flow, an error ends the stream.
+/// A model provider. `stream` sends the request and returns once the provider has accepted it
+/// (a `2xx` status), retrying with backoff on 429, 5xx and connection failures until then;
+/// nothing is retried after that, and an error ends the stream. Dropping the future cancels the
+/// request; dropping the stream closes the connection.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, LlmError>;
@@ -109,7 +111,8 @@ pub enum ProviderKind {
     Anthropic,
 }
 
-/// An API key that never prints.
+/// An API key that never prints: its `Debug` is `Secret(***)`, it has no `Display`, and the
+/// providers remove it from any error text a server might echo it in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -134,13 +137,15 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     pub base_url: String,
     pub api_key: Option<Secret>,
-    /// Connecting to the endpoint.
+    /// Connecting to the endpoint (each try).
     pub connect_timeout_ms: u64,
-    /// From sending the request to the first event of the answer.
+    /// From sending the request (each try) to the first text or tool call of the answer.
+    /// Keep-alive pings and empty chunks before it do not count as the answer.
     pub first_token_timeout_ms: u64,
-    /// Longest silence between two chunks of a streaming answer.
+    /// Longest silence between two chunks once the answer has begun.
     pub idle_timeout_ms: u64,
-    /// Retries on 429, 5xx and connection failures before the answer starts.
+    /// Retries on 429, 5xx (but 501 and 505) and connection failures before the answer starts;
+    /// `0` tries once.
     pub max_retries: u32,
     /// First backoff; doubled on every retry (with jitter), honouring `Retry-After`.
     pub retry_base_ms: u64,
