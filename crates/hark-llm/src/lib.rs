@@ -7,11 +7,17 @@
 //!
 //! **Invariant:** API keys never appear in logs, errors or `Debug` output.
 
+mod anthropic;
+mod openai;
+mod sse;
+mod transport;
+
 use std::fmt;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 /// What to ask the model.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +66,7 @@ pub struct ToolCall {
 }
 
 /// What a stream yields, in order: text deltas and tool calls, then exactly one `Finished`.
+/// A stream that fails yields one `Err` instead of `Finished`, and ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
     Text(String),
@@ -86,8 +93,10 @@ pub struct Usage {
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
 
-/// A model provider. `stream` retries (with backoff) only before the first byte of the answer;
-/// once events flow, an error ends the stream.
+/// A model provider. `stream` sends the request and returns once the provider has accepted it
+/// (a `2xx` status), retrying with backoff on 429, 5xx and connection failures until then;
+/// nothing is retried after that, and an error ends the stream. Dropping the future cancels the
+/// request; dropping the stream closes the connection.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, LlmError>;
@@ -102,7 +111,8 @@ pub enum ProviderKind {
     Anthropic,
 }
 
-/// An API key that never prints.
+/// An API key that never prints: its `Debug` is `Secret(***)`, it has no `Display`, and the
+/// providers remove it from any error text a server might echo it in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -127,16 +137,20 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     pub base_url: String,
     pub api_key: Option<Secret>,
-    /// Connecting to the endpoint.
+    /// Connecting to the endpoint (each try).
     pub connect_timeout_ms: u64,
-    /// From sending the request to the first event of the answer.
+    /// From sending the request (each try) to the first text or tool call of the answer.
+    /// Keep-alive pings and empty chunks before it do not count as the answer.
     pub first_token_timeout_ms: u64,
-    /// Longest silence between two chunks of a streaming answer.
+    /// Longest silence between two chunks once the answer has begun.
     pub idle_timeout_ms: u64,
-    /// Retries on 429, 5xx and connection failures before the answer starts.
+    /// Retries on 429, 5xx (but 501 and 505) and connection failures before the answer starts;
+    /// `0` tries once.
     pub max_retries: u32,
     /// First backoff; doubled on every retry (with jitter), honouring `Retry-After`.
     pub retry_base_ms: u64,
+    /// Longest wait before one retry, whatever the backoff or `Retry-After` says.
+    pub max_retry_delay_ms: u64,
 }
 
 impl ProviderConfig {
@@ -150,14 +164,68 @@ impl ProviderConfig {
             idle_timeout_ms: 30_000,
             max_retries: 3,
             retry_base_ms: 500,
+            max_retry_delay_ms: 30_000,
         }
     }
 }
 
-/// Builds the provider for a config.
+/// Builds the provider for a config. Each provider holds one HTTP client (a connection pool).
 pub fn provider(config: ProviderConfig) -> Arc<dyn Provider> {
-    let _ = config;
-    unimplemented!("being written")
+    match config.kind {
+        ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(config)),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config)),
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    /// The names `hark.toml` uses: `"openai"` and `"anthropic"`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "openai" => Ok(ProviderKind::OpenAi),
+            "anthropic" => Ok(ProviderKind::Anthropic),
+            other => Err(format!(
+                "unknown provider {other:?}: expected \"openai\" or \"anthropic\""
+            )),
+        }
+    }
+}
+
+/// A whole answer, for callers that do not need it streamed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Every text delta, concatenated.
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub stop: StopReason,
+    pub usage: Option<Usage>,
+}
+
+/// Reads a stream to its end. A stream that ends without `Finished` is `Malformed`.
+pub async fn collect<S>(mut stream: S) -> Result<Completion, LlmError>
+where
+    S: Stream<Item = Result<StreamEvent, LlmError>> + Unpin,
+{
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Text(delta) => text.push_str(&delta),
+            StreamEvent::ToolCall(call) => tool_calls.push(call),
+            StreamEvent::Finished { stop, usage } => {
+                return Ok(Completion {
+                    text,
+                    tool_calls,
+                    stop,
+                    usage,
+                });
+            }
+        }
+    }
+    Err(LlmError::Malformed(
+        "the stream ended without finishing".to_owned(),
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +248,22 @@ pub enum LlmError {
     /// Another 4xx: the request itself was refused (bad model name, bad parameters).
     #[error("the provider refused the request (HTTP {status}): {message}")]
     Request { status: u16, message: String },
-    /// The answer did not follow the wire format.
+    /// The answer did not follow the wire format (including a stream that ends early).
     #[error("the provider's answer is malformed: {0}")]
     Malformed(String),
+}
+
+impl LlmError {
+    /// Whether trying the same request again later may work: rate limits, timeouts, server
+    /// failures and an unreachable endpoint. A bad key, a refused request or a malformed
+    /// answer will fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Unreachable(_)
+                | LlmError::Timeout(_)
+                | LlmError::Server { .. }
+        )
+    }
 }
