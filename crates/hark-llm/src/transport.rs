@@ -134,15 +134,6 @@ impl Transport {
                 }
                 Ok(Err(e)) => {
                     let cause = describe(&e);
-                    // reqwest built without a TLS feature refuses https at connect time; no
-                    // retry will change that, and its wording does not say why.
-                    if url.starts_with("https:") && cause.contains("scheme is not http") {
-                        return Err(LlmError::Unreachable(format!(
-                            "{}: this build has no TLS support, so only http:// endpoints \
-                             can be reached ({cause})",
-                            safe_url(url)
-                        )));
-                    }
                     (
                         LlmError::Unreachable(format!("{}: {cause}", safe_url(url))),
                         None,

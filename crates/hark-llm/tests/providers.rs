@@ -695,10 +695,11 @@ async fn one_provider_serves_many_requests_with_a_responder() {
 }
 
 #[tokio::test]
-async fn an_https_endpoint_without_tls_support_says_so_at_once() {
-    // This workspace builds reqwest without a TLS feature (see ARCHITECTURE.md); if one is
-    // enabled, the request fails to connect (nothing listens on port 9) and the message differs.
-    let config = ProviderConfig::new(ProviderKind::Anthropic, "https://127.0.0.1:9", None);
+async fn an_https_endpoint_is_tried_over_tls() {
+    // TLS is built in (rustls): an https URL is a connection attempt like any other, so a port
+    // where nothing listens is unreachable, not a refusal of the scheme.
+    let mut config = ProviderConfig::new(ProviderKind::Anthropic, "https://127.0.0.1:9", None);
+    config.max_retries = 0;
     match within(provider(config).stream(ask("Hi"))).await {
         Err(LlmError::Unreachable(message)) => {
             assert!(
