@@ -36,20 +36,46 @@ fn ensure_browser_tools(web: &Path) {
     }
 }
 
-#[test]
-fn web_chat_in_headless_chromium() {
+#[tokio::test]
+async fn web_chat_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let web = root.join("tests/web");
     ensure_browser_tools(&web);
-    let output = Command::new("node")
+    // A stand-in model for the agent part: one short sentence, so one reply is one bubble.
+    let stand_in = hark_test_llm::StandIn::start().await;
+    stand_in.set_responder(|_| hark_test_llm::Script::text("Pasta with garlic sounds good."));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[agent]]\nname = \"coach\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"stand-in\"\nmode = \"reply\"\nmax_retries = 0\n",
+            stand_in.openai_base_url()
+        ),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new("node")
         .arg(web.join("chat.mjs"))
         .env("HARK_BIN", env!("CARGO_BIN_EXE_hark"))
+        .env("HARK_CONFIG", &config)
+        .env("HARK_AGENT", "coach")
         .env("SCREENSHOTS", root.join("target/web-screenshots"))
         .output()
+        .await
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser checks failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    // The generation whose reply was delivered read the whole burst as one user message.
+    let last = stand_in
+        .requests()
+        .last()
+        .cloned()
+        .expect("the agent asked its model");
+    assert_eq!(
+        last.last_user_text().as_deref(),
+        Some("hey\nso i was thinking\nwhat should i cook tonight?")
+    );
 }

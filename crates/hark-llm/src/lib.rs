@@ -171,20 +171,10 @@ impl ProviderConfig {
 
 /// Builds the provider for a config. Each provider holds one HTTP client (a connection pool).
 pub fn provider(config: ProviderConfig) -> Arc<dyn Provider> {
-    install_tls_provider();
     match config.kind {
         ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(config)),
         ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(config)),
     }
-}
-
-/// Makes ring rustls's process-wide crypto provider, once. Installing fails harmlessly if some
-/// other part of the process installed one first; that one is used.
-fn install_tls_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 impl FromStr for ProviderKind {

@@ -273,12 +273,15 @@ impl ActionAgent {
             };
             let mut pending = String::new();
             let mut interrupted_by: Vec<String> = Vec::new();
+            let mut wrote = false;
+            let mut tools_used: Vec<String> = Vec::new();
             let mut finished = false;
             'stream: while let Some(event) = stream.next().await {
                 match event {
                     Ok(StreamEvent::Text(delta)) => {
                         pending.push_str(&delta);
                         while let Some(sentence) = take_sentence(&mut pending) {
+                            wrote = true;
                             interrupted_by = self.append(sentence).await;
                             if !interrupted_by.is_empty() {
                                 break 'stream;
@@ -290,6 +293,7 @@ impl ActionAgent {
                         if matches!(step, Step::Sent) {
                             return;
                         }
+                        tools_used.push(call.name.clone());
                     }
                     Ok(StreamEvent::Finished { .. }) => {
                         finished = true;
@@ -304,6 +308,7 @@ impl ActionAgent {
             // Dropping the stream here closes the connection: the model stops generating.
             drop(stream);
             if interrupted_by.is_empty() && finished && !pending.trim().is_empty() {
+                wrote = true;
                 interrupted_by = self.append(std::mem::take(&mut pending)).await;
             }
             if !interrupted_by.is_empty() {
@@ -315,6 +320,15 @@ impl ActionAgent {
                     "While you were writing, new messages arrived (from {}). Read them above. \
                      Then continue your draft, revise it (undo or reset first), or push it as is.",
                     interrupted_by.join(", ")
+                ));
+                continue;
+            }
+            if !wrote && !tools_used.is_empty() {
+                // The model only revised (undo/reset): let it write what it means now.
+                note = Some(format!(
+                    "You called {}. Now write your message as plain text, or call push to send \
+                     the draft as it is.",
+                    tools_used.join(", ")
                 ));
                 continue;
             }
