@@ -1,4 +1,5 @@
-//! The routes of SPEC.md section 3 (except `/mcp` and `/`).
+//! The routes of SPEC.md section 3 (except `/` and `/mcp`, which `mcp::http` adds), plus
+//! `GET /v1/whoami`.
 
 use axum::Router;
 use axum::body::Body;
@@ -12,7 +13,7 @@ use hark_store::{NewConversation, NewParticipant, TokenOwner};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{hash_token, mint_conversation_id, mint_token};
+use crate::auth::{Caller, hash_token, mint_conversation_id, mint_token};
 use crate::conversation::{ActError, Handle, now};
 use crate::error::ApiError;
 use crate::events;
@@ -26,12 +27,14 @@ const HISTORY_MAX_LIMIT: usize = 1000;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/conversations", post(create_conversation))
         .route("/v1/conversations/{id}", get(describe))
         .route("/v1/conversations/{id}/participants", post(add_participant))
         .route("/v1/conversations/{id}/messages", get(history))
         .route("/v1/conversations/{id}/events", get(events::stream))
         .route("/v1/conversations/{id}/{action}", post(act))
+        .merge(crate::mcp::http::router(state.clone()))
         .fallback(|| async {
             ApiError::not_found("No such route: see SPEC.md section 3 for the routes.")
         })
@@ -155,7 +158,31 @@ async fn describe(
         .auth
         .require_admin_or_participant(&headers, &*state.store, &id)
         .await?;
-    let handle = conversation(&state, &id).await?;
+    Ok(Json(describe_json(&state, &id).await?).into_response())
+}
+
+/// `GET /v1/whoami`: who the participant token belongs to, and its conversation. A client that
+/// holds only a token (`hark mcp --url … --token …`) learns its conversation id here.
+async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = match state.auth.caller(&headers, &*state.store).await? {
+        Some(Caller::Participant(owner)) => owner,
+        Some(Caller::Admin) => {
+            return Err(ApiError::forbidden(
+                "The admin token is nobody in particular: use a participant token.",
+            ));
+        }
+        None => {
+            return Err(ApiError::unauthorized(
+                "Send your participant token: 'Authorization: Bearer <token>'.",
+            ));
+        }
+    };
+    Ok(Json(whoami_json(&state, &owner).await?).into_response())
+}
+
+/// The body of `GET /v1/conversations/{id}`.
+pub(crate) async fn describe_json(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let handle = conversation(state, id).await?;
     let description = handle.describe().await.map_err(act_error)?;
     let participants: Vec<Value> = description
         .participants
@@ -168,7 +195,7 @@ async fn describe(
             p
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "id": id,
         "title": handle.title.as_deref(),
         "participants": participants,
@@ -176,7 +203,31 @@ async fn describe(
         "receipts": description.receipts.iter().map(wire::receipt).collect::<Vec<_>>(),
         "composing": description.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
     }))
-    .into_response())
+}
+
+/// The body of `GET /v1/whoami` (and of the MCP `whoami` tool): the conversation's description
+/// with `you: {name, kind}` added.
+pub(crate) async fn whoami_json(state: &AppState, owner: &TokenOwner) -> Result<Value, ApiError> {
+    let mut body = describe_json(state, &owner.conversation).await?;
+    body["you"] = json!({ "name": owner.name.as_str(), "kind": owner.kind.as_str() });
+    Ok(body)
+}
+
+/// The body of `GET /v1/conversations/{id}/messages`: `{messages, more}`, oldest first.
+pub(crate) async fn history_json(
+    state: &AppState,
+    id: &str,
+    after: u64,
+    limit: Option<usize>,
+) -> Result<Value, ApiError> {
+    let limit = limit
+        .unwrap_or(HISTORY_DEFAULT_LIMIT)
+        .clamp(1, HISTORY_MAX_LIMIT);
+    let mut page = state.store.messages_after(id, after, limit + 1).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let messages: Vec<Value> = page.iter().map(wire::message).collect();
+    Ok(json!({ "messages": messages, "more": more }))
 }
 
 async fn history(
@@ -191,18 +242,7 @@ async fn history(
         .require_participant(&headers, &*state.store, &id)
         .await?;
     let Query(query) = query.map_err(bad_query)?;
-    let limit = query
-        .limit
-        .unwrap_or(HISTORY_DEFAULT_LIMIT)
-        .clamp(1, HISTORY_MAX_LIMIT);
-    let mut page = state
-        .store
-        .messages_after(&id, query.after, limit + 1)
-        .await?;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let messages: Vec<Value> = page.iter().map(wire::message).collect();
-    Ok(Json(json!({ "messages": messages, "more": more })).into_response())
+    Ok(Json(history_json(&state, &id, query.after, query.limit).await?).into_response())
 }
 
 async fn act(
