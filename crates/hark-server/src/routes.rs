@@ -202,6 +202,7 @@ pub(crate) async fn describe_json(state: &AppState, id: &str) -> Result<Value, A
         "last_seq": description.last_seq,
         "receipts": description.receipts.iter().map(wire::receipt).collect::<Vec<_>>(),
         "composing": description.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        "checking": description.checking.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
     }))
 }
 
