@@ -61,6 +61,24 @@ async fn until_checking(s: &TestServer, c: &Conversation, who: &str) {
     panic!("{who} never started waiting in check");
 }
 
+/// Polls until `who` no longer waits in `check` (bounded).
+async fn until_not_checking(s: &TestServer, c: &Conversation, who: &str) {
+    let path = format!("/v1/conversations/{}", c.id);
+    for _ in 0..3_000 {
+        let (_, described) = s.get(&path, None).await;
+        if !described["checking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == who)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{who}'s abandoned check was never withdrawn");
+}
+
 /// Lists the tools, calls every one of them as bob, and shows what alice does over plain HTTP
 /// arriving in bob's tool results.
 async fn every_tool_as_bob(s: &TestServer, c: &Conversation, bob: &mut McpClient) {
@@ -472,6 +490,36 @@ async fn stdio_on_the_database_file_without_a_server() {
         .await;
     assert_eq!(page["messages"][1]["from"], "bob");
     assert_eq!(page["messages"][1]["text"], "me, offline");
+}
+
+/// A client that gives up on its `check` (here: its read timeout) withdraws it in the server,
+/// so the message that arrives next is not handed over to nobody: bob still gets it.
+#[tokio::test]
+async fn an_abandoned_mcp_check_hands_nothing_over() {
+    let s = TestServer::start().await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    for transport in ["stdio", "http"] {
+        let mut bob = match transport {
+            "stdio" => McpClient::stdio_remote(&s, c.token("bob")).await,
+            _ => McpClient::http(&s, c.token("bob"), "auto").await,
+        };
+        assert_eq!(bob.list_tools().await.len(), 8);
+        bob.send(json!({
+            "op": "call", "tool": "check", "args": {"timeout_ms": 60_000},
+            "read_timeout_seconds": 1,
+        }))
+        .await;
+        until_checking(&s, &c, "bob").await;
+        let gave_up = bob.recv_raw().await;
+        assert!(gave_up.get("exception").is_some(), "{gave_up}");
+        until_not_checking(&s, &c, "bob").await;
+
+        let text = format!("are you still there ({transport})?");
+        s.act(&c, "alice", "send", json!({"text": text})).await;
+        let preview = bob.call("preview", json!({})).await;
+        assert_eq!(ok(&preview)["incoming"][0]["text"], text);
+        bob.close().await;
+    }
 }
 
 /// SIGTERM while an MCP client waits in `check`: the check answers "nothing new" (as over HTTP)

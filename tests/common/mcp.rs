@@ -163,7 +163,20 @@ impl McpClient {
         self.stdin.flush().await.unwrap();
     }
 
+    /// The driver's next answer; panics on an exception (see [`McpClient::recv_raw`]).
     pub async fn recv(&mut self) -> Value {
+        let value = self.recv_raw().await;
+        if let Some(exception) = value.get("exception") {
+            panic!(
+                "the MCP client raised {exception}; its stderr:\n{}",
+                self.stderr()
+            );
+        }
+        value
+    }
+
+    /// The driver's next answer, an exception included.
+    pub async fn recv_raw(&mut self) -> Value {
         let line = tokio::time::timeout(ANSWER_TIMEOUT, self.lines.next_line()).await;
         let line = match line {
             Ok(Ok(Some(line))) => line,
@@ -173,15 +186,8 @@ impl McpClient {
                 self.stderr()
             ),
         };
-        let value: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not JSON from the driver ({e}): {line}"));
-        if let Some(exception) = value.get("exception") {
-            panic!(
-                "the MCP client raised {exception}; its stderr:\n{}",
-                self.stderr()
-            );
-        }
-        value
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON from the driver ({e}): {line}"))
     }
 
     pub fn stderr(&self) -> String {

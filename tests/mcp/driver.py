@@ -5,6 +5,7 @@ bearer token), then reads one JSON command per line on stdin and answers one JSO
 
     {"op": "list_tools"}                          -> {"tools": [{"name", "description", "input_schema"}]}
     {"op": "call", "tool": "append", "args": {}}  -> {"is_error", "text", "structured"}
+        (optional "read_timeout_seconds": the client gives up on the call after that long)
     {"op": "close"}                               -> exits
 
 The first line it writes is {"ready": true, "protocol_version": "..."} once the client is
@@ -75,7 +76,11 @@ async def serve_commands(client):
                     }
                 )
             elif op == "call":
-                result = await client.call_tool(command["tool"], command.get("args", {}))
+                result = await client.call_tool(
+                    command["tool"],
+                    command.get("args", {}),
+                    read_timeout_seconds=command.get("read_timeout_seconds"),
+                )
                 texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
                 answer(
                     {

@@ -147,7 +147,18 @@ impl HarkMcp {
             Ok(session) => session,
             Err(error) => return failure(&error),
         };
-        match session.act(action).await {
+        // rmcp only cancels the context's token when the client cancels the call or goes away;
+        // the future must be dropped for a waiting `check` to be withdrawn (locally through
+        // `Handle::act`'s drop guard, remotely by closing the HTTP request), or it would hand
+        // messages over to nobody.
+        let result = tokio::select! {
+            result = session.act(action) => result,
+            () = ctx.ct.cancelled() => Err(ToolError::new(
+                "cancelled",
+                "The call was cancelled before it finished.",
+            )),
+        };
+        match result {
             Ok(envelope) => success(render::envelope(&envelope, session.participant()), envelope),
             Err(error) => failure(&error),
         }
