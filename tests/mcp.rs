@@ -538,3 +538,40 @@ async fn shutdown_answers_a_waiting_mcp_check_and_ends_the_session() {
     assert_eq!(ok(&answer)["result"], json!({"timed_out": true}));
     assert_eq!(answer.text, "Nothing new; call check again.");
 }
+
+/// `/mcp` gives a request body the same deadline as every other route: a body that never
+/// completes is answered (and the connection closed), not waited on forever.
+#[tokio::test]
+async fn a_dribbled_mcp_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = "[server]\nbody_read_timeout_ms = 300\n";
+    let s = TestServer::start_with(Some(config), &[]).await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    let mut stream = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 100\r\nConnection: close\r\n\r\n{{\"jsonrpc\": \"2.0\", ",
+        c.token("bob")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server gives up on the body")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status: u16 = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(status, 408, "{answer}");
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+}

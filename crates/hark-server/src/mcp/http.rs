@@ -8,19 +8,21 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::LocalSession;
@@ -70,10 +72,29 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     request
         .extensions_mut()
         .insert(RequestSession(Arc::new(session)));
+    // rmcp reads the body itself; give it the same deadline as every other route's body.
+    let deadline = Duration::from_millis(state.config.body_read_timeout_ms);
+    let expired = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(Deadline {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(deadline)),
+            expired: Arc::clone(&expired),
+        })
+    });
     // A POST's answer (JSON, or an SSE stream that ends with the answer) is tracked until its
     // body is done, so shutdown can wait for it; GET streams are endless and are simply ended.
     let tracked = (request.method() == Method::POST).then(|| state.mcp_posts.token());
     let response = next.run(request).await;
+    if expired.load(Ordering::Relaxed) {
+        // rmcp calls any body error its own (500); it is the client's, answered as elsewhere.
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "The request body did not arrive in time: send it at once.",
+        )
+        .into_response();
+    }
     match tracked {
         Some(token) => response.map(|body| {
             Body::new(Tracked {
@@ -82,6 +103,46 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
             })
         }),
         None => response,
+    }
+}
+
+/// A request body that fails once its deadline passes before it has all arrived (a client
+/// dribbling its body would otherwise hold the connection as long as it likes).
+struct Deadline {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.expired.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body did not arrive in time",
+                )))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
