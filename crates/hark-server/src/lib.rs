@@ -170,6 +170,8 @@ impl Server {
         }
     }
 
+    /// Every route, `/mcp` included. Serve it with [`Server::serve`], which also ends the MCP
+    /// sessions on shutdown.
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())
     }
