@@ -274,7 +274,7 @@ impl HarkMcp {
 /// What `check` waits without a `timeout_ms` (SPEC.md section 2's default).
 const DEFAULT_CHECK_MS: u64 = 25_000;
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for HarkMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
