@@ -11,6 +11,7 @@
 //! sse_keepalive_ms = 15000    # keep-alive comments on event streams
 //! header_read_timeout_ms = 10000
 //! body_read_timeout_ms = 30000
+//! mcp_allowed_hosts = ["localhost", "127.0.0.1", "::1"]   # Host values /mcp answers; [] = any
 //!
 //! [limits]
 //! max_append_chars = 2000
@@ -49,6 +50,8 @@ pub struct ServerSection {
     pub sse_keepalive_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
+    /// `Host` header values `/mcp` answers (DNS-rebinding guard); default loopback, `[]` any.
+    pub mcp_allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

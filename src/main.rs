@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use hark_server::mcp::{self, RemoteSession};
 use hark_server::{Server, ServerConfig};
 use hark_store::SqliteStore;
 use tokio::net::TcpListener;
@@ -44,6 +45,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Let two or more configured agents talk with drafts, printed live.
     Talk(talk::TalkArgs),
+    /// Serve MCP over stdin/stdout as one participant: of a running server (--url, --token) or
+    /// of a conversation in a database file (--db, --conversation, --as).
+    Mcp(McpArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,11 +63,43 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
+/// `hark mcp`: stdout carries MCP messages only; logs go to stderr.
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["url", "db"]))]
+struct McpArgs {
+    /// A running `hark serve` to talk to, e.g. http://127.0.0.1:7878 (needs --token).
+    #[arg(long, requires = "token", conflicts_with_all = ["db", "conversation", "as_name"])]
+    url: Option<String>,
+    /// The participant's token, from creating the conversation (or HARK_TOKEN).
+    #[arg(long, env = "HARK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A database file to act on directly, without a server (needs --conversation and --as).
+    /// Never while a `hark serve` has the same file open: each process would keep its own
+    /// copy of the conversation's state.
+    #[arg(long, requires_all = ["conversation", "as_name"])]
+    db: Option<PathBuf>,
+    /// The conversation id (with --db).
+    #[arg(long)]
+    conversation: Option<String>,
+    /// The participant to act as (with --db).
+    #[arg(long = "as", id = "as_name", value_name = "NAME")]
+    as_name: Option<String>,
+    /// A config file whose [limits] apply (with --db).
+    #[arg(long, env = "HARK_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Under `hark mcp` the MCP client shows stderr to its user: keep it to what matters.
+    let default_filter = match cli.command {
+        Command::Mcp(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -75,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Talk(args) => runtime.block_on(talk::run(args)),
+        Command::Mcp(args) => runtime.block_on(mcp(args)),
     }
 }
 
@@ -110,6 +147,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", db.display()))?;
     let defaults = ServerConfig::default();
     let config = ServerConfig {
+        mcp_allowed_hosts: file
+            .server
+            .mcp_allowed_hosts
+            .clone()
+            .unwrap_or_else(|| defaults.mcp_allowed_hosts.clone()),
         admin_open: admin_token.is_none(),
         admin_token,
         max_body_bytes: file
@@ -163,6 +205,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn mcp(args: McpArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    if let Some(url) = args.url {
+        let token = args.token.unwrap_or_default();
+        let session = RemoteSession::new(&url, &token).map_err(|e| anyhow::anyhow!("{e}"))?;
+        mcp::serve_stdio(Arc::new(session), shutdown.clone())
+            .await
+            .context("the MCP stdio session failed")?;
+        return Ok(());
+    }
+    // clap's argument group guarantees --db, --conversation and --as here.
+    let (Some(db), Some(conversation), Some(name)) = (args.db, args.conversation, args.as_name)
+    else {
+        bail!("pass either --url and --token, or --db, --conversation and --as");
+    };
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    if !db.exists() {
+        bail!(
+            "the database {} does not exist: create the conversation with `hark serve` first",
+            db.display()
+        );
+    }
+    let store = SqliteStore::open(&db)
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let config = ServerConfig {
+        limits: file.limits(),
+        ..ServerConfig::default()
+    };
+    let server = Server::new(Arc::new(store), config, shutdown.clone());
+    let session = server
+        .participant_session(&conversation, &name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let served = mcp::serve_stdio(session, shutdown.clone()).await;
+    // Ends the conversation tasks; every acknowledged action is already committed.
+    shutdown.cancel();
+    served.context("the MCP stdio session failed")
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

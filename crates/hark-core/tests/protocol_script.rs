@@ -934,3 +934,36 @@ fn unknown_participant_is_refused() {
         "#]],
     );
 }
+
+#[test]
+fn checking_names_who_waits_in_check() {
+    let mut conversation = Conversation::new("c1", Limits::default());
+    let [alice, bob] = ["alice", "bob"].map(|n| ParticipantName::parse(n).unwrap());
+    for name in [&alice, &bob] {
+        conversation.add_participant(name.clone(), ParticipantKind::Agent);
+    }
+    let check = || Action::Check {
+        timeout_ms: Some(1_000),
+    };
+    conversation.handle_request(Millis(0), RequestId(1), &bob, check());
+    conversation.handle_request(Millis(0), RequestId(2), &bob, check());
+    assert_eq!(conversation.checking(), [bob.clone()]);
+    conversation.handle_request(Millis(1), RequestId(3), &alice, check());
+    assert_eq!(conversation.checking(), [alice.clone(), bob.clone()]);
+    // Alice's message wakes one of bob's checks (the first, which takes the message); the other
+    // has nothing new left, and alice's own message is nothing new to her.
+    conversation.handle_request(
+        Millis(2),
+        RequestId(4),
+        &alice,
+        Action::Send {
+            text: "hi".into(),
+            client_id: None,
+        },
+    );
+    assert_eq!(conversation.checking(), [alice.clone(), bob.clone()]);
+    conversation.cancel_check(RequestId(2));
+    assert_eq!(conversation.checking(), [alice.clone()]);
+    conversation.cancel_check(RequestId(3));
+    assert!(conversation.checking().is_empty());
+}

@@ -157,24 +157,23 @@ impl Auth {
         }
     }
 
-    /// Admits the admin (or anyone, when open) and participants of `conversation`; returns the
-    /// participant, if the caller is one.
+    /// Admits the admin (or anyone, when open) and participants of `conversation`.
     pub async fn require_admin_or_participant(
         &self,
         headers: &HeaderMap,
         store: &dyn Store,
         conversation: &str,
-    ) -> Result<Option<TokenOwner>, ApiError> {
+    ) -> Result<(), ApiError> {
         match self.caller(headers, store).await? {
-            Some(Caller::Admin) => Ok(None),
-            None if self.admin_open => Ok(None),
+            Some(Caller::Admin) => Ok(()),
+            None if self.admin_open => Ok(()),
             None => Err(ApiError::unauthorized(
                 "Send the admin token or a participant token: 'Authorization: Bearer <token>'.",
             )),
             Some(Caller::Participant(owner)) if owner.conversation != conversation => Err(
                 ApiError::forbidden("Your token belongs to another conversation."),
             ),
-            Some(Caller::Participant(owner)) => Ok(Some(owner)),
+            Some(Caller::Participant(_)) => Ok(()),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Description {
     pub last_seq: u64,
     pub receipts: Vec<Receipt>,
     pub composing: Vec<ParticipantName>,
+    /// Who is waiting in `check` right now.
+    pub checking: Vec<ParticipantName>,
 }
 
 enum Command {
@@ -346,6 +348,7 @@ impl Task {
                     last_seq: self.conversation.last_seq(),
                     receipts: self.conversation.receipts(),
                     composing: self.conversation.composing(now),
+                    checking: self.conversation.checking(),
                 });
                 ok
             }

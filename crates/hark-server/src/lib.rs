@@ -1,14 +1,16 @@
-//! hark's server: the HTTP/SSE surface of SPEC.md section 3 and the tasks that drive the core.
+//! hark's server: the HTTP/SSE surface of SPEC.md section 3, MCP (section 5) and the tasks that
+//! drive the core.
 //!
 //! [`Server::new`] wires a [`Store`] to the routes; [`Server::serve`] runs them on a listener the
-//! caller bound (tests bind port 0) until the shutdown token fires, then ends open event streams
-//! and waiting `check` calls so that shutdown never hangs.
+//! caller bound (tests bind port 0) until the shutdown token fires, then ends open event streams,
+//! MCP sessions and waiting `check` calls so that shutdown never hangs.
 
 pub mod agents;
 mod auth;
 mod conversation;
 mod error;
 mod events;
+pub mod mcp;
 mod routes;
 mod wire;
 
@@ -18,13 +20,14 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
-use hark_core::protocol::Limits;
-use hark_store::Store;
+use hark_core::protocol::{Limits, ParticipantName};
+use hark_store::{Store, TokenOwner};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+use mcp::{ParticipantSession, ToolError};
 
 /// Decodes the body of `POST /v1/conversations/{id}/{action}` exactly as the route does: the
 /// entry point the request-decoding fuzz target drives.
@@ -59,6 +62,8 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// The protocol's limits.
     pub limits: Limits,
+    /// `Host` header values `/mcp` answers (rmcp's DNS-rebinding guard); empty allows any.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -73,8 +78,35 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             limits: Limits::default(),
+            mcp_allowed_hosts: default_mcp_allowed_hosts(),
         }
     }
+}
+
+/// Once shutdown fires, waiting `check` calls answer at once (`timed_out: true`). MCP requests
+/// in flight are given the time to deliver that answer before their sessions are ended; ending
+/// the sessions at the same instant would cut the answer off.
+async fn end_mcp_sessions(state: AppState) {
+    /// A request still running after this (a store that hangs) is cut off after all.
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+    state.shutdown.cancelled().await;
+    state.mcp_posts.close();
+    if tokio::time::timeout(GRACE, state.mcp_posts.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("MCP tool calls still running at shutdown are cut off");
+    }
+    state.mcp_shutdown.cancel();
+}
+
+/// Loopback only, as rmcp defaults: a browser page elsewhere cannot reach a local `hark serve`
+/// through a DNS name it controls.
+pub fn default_mcp_allowed_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 /// Shared by every request handler.
@@ -88,6 +120,11 @@ pub(crate) struct Inner {
     agents: agents::Supervisor,
     config: ServerConfig,
     shutdown: CancellationToken,
+    /// `POST /mcp` requests whose answer is not delivered yet, so that shutdown can let them
+    /// answer before it ends the MCP sessions.
+    mcp_posts: TaskTracker,
+    /// Ends MCP sessions: cancelled once `shutdown` fired and the running tool calls answered.
+    mcp_shutdown: CancellationToken,
 }
 
 impl std::ops::Deref for AppState {
@@ -141,11 +178,15 @@ impl Server {
                 agents,
                 config,
                 shutdown,
+                mcp_posts: TaskTracker::new(),
+                mcp_shutdown: CancellationToken::new(),
             })),
             tracker,
         }
     }
 
+    /// Every route, `/mcp` included. Serve it with [`Server::serve`], which also ends the MCP
+    /// sessions on shutdown.
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())
     }
@@ -189,6 +230,39 @@ impl Server {
         handle.act(who, action).await.map_err(routes::act_error)
     }
 
+    /// `name` in conversation `conversation`, acting in this process: what `hark mcp --db` serves.
+    pub async fn participant_session(
+        &self,
+        conversation: &str,
+        name: &str,
+    ) -> Result<Arc<dyn ParticipantSession>, ToolError> {
+        let name = ParticipantName::parse(name).map_err(|e| {
+            ToolError::new(
+                "bad_request",
+                format!("Bad participant name {name:?}: {e}."),
+            )
+        })?;
+        let handle = routes::conversation(&self.state, conversation).await?;
+        let description = handle.describe().await.map_err(routes::act_error)?;
+        let Some(kind) = description
+            .participants
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, kind, _)| *kind)
+        else {
+            return Err(ToolError::new(
+                "not_found",
+                format!("Conversation {conversation} has no participant named {name}."),
+            ));
+        };
+        let owner = TokenOwner {
+            conversation: conversation.to_owned(),
+            name,
+            kind,
+        };
+        Ok(Arc::new(mcp::LocalSession::new(self.state.clone(), owner)))
+    }
+
     /// Serves until the shutdown token fires and every connection has finished.
     ///
     /// A hand-written accept loop rather than `axum::serve`, because that one sets no timer and
@@ -198,6 +272,7 @@ impl Server {
             tracing::error!(%error, "cannot list the agents' participants; agents do not run");
         }
         let shutdown = self.state.shutdown.clone();
+        tokio::spawn(end_mcp_sessions(self.state.clone()));
         let router = self.router();
         let header_timeout = Duration::from_millis(self.state.config.header_read_timeout_ms);
         let connections = TaskTracker::new();

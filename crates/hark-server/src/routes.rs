@@ -1,4 +1,5 @@
-//! The routes of SPEC.md section 3 (except `/mcp` and `/`).
+//! The routes of SPEC.md section 3 (except `/` and `/mcp`, which `mcp::http` adds), plus
+//! `GET /v1/whoami`.
 
 use axum::Router;
 use axum::body::Body;
@@ -12,7 +13,7 @@ use hark_store::{NewConversation, NewParticipant, TokenOwner};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{hash_token, mint_conversation_id, mint_token};
+use crate::auth::{Caller, hash_token, mint_conversation_id, mint_token};
 use crate::conversation::{ActError, Handle, now};
 use crate::error::ApiError;
 use crate::events;
@@ -28,12 +29,14 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web_chat))
         .route("/healthz", get(healthz))
         .route("/v1/agents", get(list_agents))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/conversations", post(create_conversation))
         .route("/v1/conversations/{id}", get(describe))
         .route("/v1/conversations/{id}/participants", post(add_participant))
         .route("/v1/conversations/{id}/messages", get(history))
         .route("/v1/conversations/{id}/events", get(events::stream))
         .route("/v1/conversations/{id}/{action}", post(act))
+        .merge(crate::mcp::http::router(state.clone()))
         .fallback(|| async {
             ApiError::not_found("No such route: see SPEC.md section 3 for the routes.")
         })
@@ -214,11 +217,35 @@ async fn describe(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(bad_path)?;
-    let caller = state
+    state
         .auth
         .require_admin_or_participant(&headers, &*state.store, &id)
         .await?;
-    let handle = conversation(&state, &id).await?;
+    Ok(Json(describe_json(&state, &id).await?).into_response())
+}
+
+/// `GET /v1/whoami`: who the participant token belongs to, and its conversation. A client that
+/// holds only a token (`hark mcp --url … --token …`) learns its conversation id here.
+async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let owner = match state.auth.caller(&headers, &*state.store).await? {
+        Some(Caller::Participant(owner)) => owner,
+        Some(Caller::Admin) => {
+            return Err(ApiError::forbidden(
+                "The admin token is nobody in particular: use a participant token.",
+            ));
+        }
+        None => {
+            return Err(ApiError::unauthorized(
+                "Send your participant token: 'Authorization: Bearer <token>'.",
+            ));
+        }
+    };
+    Ok(Json(whoami_json(&state, &owner).await?).into_response())
+}
+
+/// The body of `GET /v1/conversations/{id}`.
+pub(crate) async fn describe_json(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let handle = conversation(state, id).await?;
     let description = handle.describe().await.map_err(act_error)?;
     let participants: Vec<Value> = description
         .participants
@@ -231,19 +258,40 @@ async fn describe(
             p
         })
         .collect();
-    let mut body = json!({
+    Ok(json!({
         "id": id,
         "title": handle.title.as_deref(),
         "participants": participants,
         "last_seq": description.last_seq,
         "receipts": description.receipts.iter().map(wire::receipt).collect::<Vec<_>>(),
         "composing": description.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-    });
-    // A participant learns who its token makes it (the web chat needs this).
-    if let Some(owner) = caller {
-        body["you"] = json!(owner.name.as_str());
-    }
-    Ok(Json(body).into_response())
+        "checking": description.checking.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+    }))
+}
+
+/// The body of `GET /v1/whoami` (and of the MCP `whoami` tool): the conversation's description
+/// with `you: {name, kind}` added.
+pub(crate) async fn whoami_json(state: &AppState, owner: &TokenOwner) -> Result<Value, ApiError> {
+    let mut body = describe_json(state, &owner.conversation).await?;
+    body["you"] = json!({ "name": owner.name.as_str(), "kind": owner.kind.as_str() });
+    Ok(body)
+}
+
+/// The body of `GET /v1/conversations/{id}/messages`: `{messages, more}`, oldest first.
+pub(crate) async fn history_json(
+    state: &AppState,
+    id: &str,
+    after: u64,
+    limit: Option<usize>,
+) -> Result<Value, ApiError> {
+    let limit = limit
+        .unwrap_or(HISTORY_DEFAULT_LIMIT)
+        .clamp(1, HISTORY_MAX_LIMIT);
+    let mut page = state.store.messages_after(id, after, limit + 1).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let messages: Vec<Value> = page.iter().map(wire::message).collect();
+    Ok(json!({ "messages": messages, "more": more }))
 }
 
 async fn history(
@@ -258,18 +306,7 @@ async fn history(
         .require_participant(&headers, &*state.store, &id)
         .await?;
     let Query(query) = query.map_err(bad_query)?;
-    let limit = query
-        .limit
-        .unwrap_or(HISTORY_DEFAULT_LIMIT)
-        .clamp(1, HISTORY_MAX_LIMIT);
-    let mut page = state
-        .store
-        .messages_after(&id, query.after, limit + 1)
-        .await?;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let messages: Vec<Value> = page.iter().map(wire::message).collect();
-    Ok(Json(json!({ "messages": messages, "more": more })).into_response())
+    Ok(Json(history_json(&state, &id, query.after, query.limit).await?).into_response())
 }
 
 async fn act(
@@ -324,39 +361,62 @@ pub(crate) fn act_error(error: ActError) -> ApiError {
     }
 }
 
-/// Reads the whole body, refusing more than `max_body_bytes` without buffering it.
-async fn read_body(
+/// Reads the whole body, refusing more than `max_body_bytes` without buffering the excess.
+///
+/// An oversized body that is not absurdly large is read to its end and dropped before the 413
+/// goes out: closing a connection with unread data makes the kernel reset it, and the client
+/// would see a broken connection instead of the answer.
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+
+    /// Beyond this, an oversized body is refused without reading it.
+    const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
     let limit = state.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if declared.is_some_and(|len| len > DRAIN_MAX_BYTES) {
         return Err(ApiError::too_large(limit));
     }
-    let timeout = std::time::Duration::from_millis(state.config.body_read_timeout_ms);
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "The request body did not arrive in time: send it at once.",
-            )
-        })?;
-    read.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::bad_request("The request body could not be read to the end.")
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                ApiError::bad_request("The request body could not be read to the end.")
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len() as u64;
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+            if seen <= limit as u64 {
+                kept.extend_from_slice(&data);
+            }
         }
-    })
+        Ok::<(), ApiError>(())
+    };
+    let timeout = std::time::Duration::from_millis(state.config.body_read_timeout_ms);
+    let finished = tokio::time::timeout(timeout, read).await;
+    if seen > limit as u64 {
+        return Err(ApiError::too_large(limit));
+    }
+    match finished {
+        Ok(result) => result.map(|()| kept.freeze()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "The request body did not arrive in time: send it at once.",
+        )),
+    }
 }
 
 fn new_participant(

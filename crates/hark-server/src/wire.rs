@@ -149,6 +149,36 @@ pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, ApiError> 
     })
 }
 
+/// The route name and body of an action, as a client sends it: the inverse of [`decode_action`].
+/// Used by `hark mcp --url`, which talks to a running server over this same API.
+pub fn encode_action(action: &Action) -> (ActionKind, Value) {
+    let body = match action {
+        Action::Append { text } => json!({ "text": text }),
+        Action::Undo | Action::Reset | Action::Preview => json!({}),
+        Action::Push { force, client_id } => {
+            let mut body = json!({ "force": force });
+            if let Some(client_id) = client_id {
+                body["client_id"] = json!(client_id);
+            }
+            body
+        }
+        Action::Check { timeout_ms } => match timeout_ms {
+            Some(timeout_ms) => json!({ "timeout_ms": timeout_ms }),
+            None => json!({}),
+        },
+        Action::Typing { typing } => json!({ "typing": typing }),
+        Action::Read { up_to } => json!({ "up_to": up_to }),
+        Action::Send { text, client_id } => {
+            let mut body = json!({ "text": text });
+            if let Some(client_id) = client_id {
+                body["client_id"] = json!(client_id);
+            }
+            body
+        }
+    };
+    (action.kind(), body)
+}
+
 /// Parses JSON into `T`, turning serde's complaint into a 400 a client can act on.
 pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -280,5 +310,38 @@ mod tests {
         assert!(decode_action(ActionKind::Append, b"").is_err());
         assert!(decode_action(ActionKind::Read, br#"{"up_to": -1}"#).is_err());
         assert!(decode_action(ActionKind::Read, br#"{"up_to": 1e400}"#).is_err());
+    }
+
+    #[test]
+    fn encoding_an_action_decodes_to_the_same_action() {
+        let actions = [
+            Action::Append { text: "hi".into() },
+            Action::Undo,
+            Action::Reset,
+            Action::Preview,
+            Action::Push {
+                force: true,
+                client_id: Some("c1".into()),
+            },
+            Action::Push {
+                force: false,
+                client_id: None,
+            },
+            Action::Check {
+                timeout_ms: Some(5),
+            },
+            Action::Check { timeout_ms: None },
+            Action::Typing { typing: true },
+            Action::Read { up_to: 3 },
+            Action::Send {
+                text: "x".into(),
+                client_id: None,
+            },
+        ];
+        for action in actions {
+            let (kind, body) = encode_action(&action);
+            let decoded = decode_action(kind, body.to_string().as_bytes()).unwrap();
+            assert_eq!(decoded, action);
+        }
     }
 }

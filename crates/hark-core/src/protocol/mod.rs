@@ -325,6 +325,16 @@ impl Conversation {
         self.waiters.len()
     }
 
+    /// Who is waiting in `check` right now, in the order they joined, each named once.
+    pub fn checking(&self) -> Vec<ParticipantName> {
+        self.participants
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| self.waiters.iter().any(|w| w.participant == *index))
+            .map(|(_, p)| p.name.clone())
+            .collect()
+    }
+
     // ---- actions ------------------------------------------------------------------------------
 
     fn append(&mut self, me: usize, text: String) -> Result<ActionResult, ActionError> {

@@ -1,0 +1,186 @@
+//! The remote [`ParticipantSession`]: the HTTP API of a running `hark serve`, called with the
+//! participant's token (`hark mcp --url … --token …`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hark_core::protocol::Action;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{ParticipantSession, ToolError};
+use crate::wire;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A participant of a conversation on another `hark serve`, reached over its HTTP API.
+///
+/// The token alone selects conversation and participant; the session learns both from
+/// `GET /v1/whoami` on its first call and keeps them (a token never changes owner).
+pub struct RemoteSession {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    me: OnceCell<Me>,
+}
+
+struct Me {
+    conversation: String,
+    name: String,
+}
+
+impl RemoteSession {
+    /// `base_url` is the server's root, e.g. `http://127.0.0.1:7878`.
+    pub fn new(base_url: &str, token: &str) -> Result<Self, ToolError> {
+        let base = base_url.trim().trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            return Err(ToolError::new(
+                "bad_request",
+                format!(
+                    "The server URL must start with http:// (this build speaks plain HTTP): \
+                     got {base:?}."
+                ),
+            ));
+        }
+        if token.trim().is_empty() {
+            return Err(ToolError::new(
+                "unauthorized",
+                "The participant token is empty: pass --token (or HARK_TOKEN).",
+            ));
+        }
+        // No overall timeout: `check` may legitimately wait a minute, and a push that is slow
+        // to commit must not be reported as failed while it may still succeed.
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| ToolError::new("unavailable", format!("Cannot set up HTTP: {e}.")))?;
+        Ok(RemoteSession {
+            client,
+            base,
+            token: token.trim().to_owned(),
+            me: OnceCell::new(),
+        })
+    }
+
+    async fn me(&self) -> Result<&Me, ToolError> {
+        self.me
+            .get_or_try_init(|| async {
+                let who = self.get("/v1/whoami").await?;
+                Me::from_whoami(&who)
+            })
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, ToolError> {
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ToolError> {
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return json.ok_or_else(|| {
+                ToolError::new(
+                    "unavailable",
+                    format!(
+                        "The server at {} answered something that is not JSON.",
+                        self.base
+                    ),
+                )
+            });
+        }
+        // Hand the server's own code and sentence through unchanged.
+        let error = json.as_ref().and_then(|j| {
+            let code = j["error"]["code"].as_str()?;
+            let message = j["error"]["message"].as_str()?;
+            Some(ToolError::new(code.to_owned(), message.to_owned()))
+        });
+        Err(error.unwrap_or_else(|| {
+            ToolError::new(
+                "unavailable",
+                format!(
+                    "The server at {} answered {status} without an error body: is this a hark \
+                     server?",
+                    self.base
+                ),
+            )
+        }))
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> ToolError {
+        ToolError::new(
+            "unavailable",
+            format!(
+                "Cannot reach the hark server at {} ({error}); nothing was changed. Check that \
+                 `hark serve` is running, then retry.",
+                self.base
+            ),
+        )
+    }
+}
+
+impl Me {
+    fn from_whoami(who: &Value) -> Result<Me, ToolError> {
+        let conversation = who["id"].as_str();
+        let name = who["you"]["name"].as_str();
+        match (conversation, name) {
+            (Some(conversation), Some(name)) => Ok(Me {
+                conversation: conversation.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(ToolError::new(
+                "unavailable",
+                "The server's /v1/whoami answer lacks the conversation or the name: is it an \
+                 older hark?",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl ParticipantSession for RemoteSession {
+    async fn act(&self, action: Action) -> Result<Value, ToolError> {
+        let me = self.me().await?;
+        let (kind, body) = wire::encode_action(&action);
+        let url = format!(
+            "{}/v1/conversations/{}/{}",
+            self.base,
+            me.conversation,
+            kind.as_str()
+        );
+        let request = self.client.post(url).bearer_auth(&self.token).json(&body);
+        self.send(request).await
+    }
+
+    async fn history(&self, after: u64, limit: Option<usize>) -> Result<Value, ToolError> {
+        let me = self.me().await?;
+        let mut path = format!(
+            "/v1/conversations/{}/messages?after={after}",
+            me.conversation
+        );
+        if let Some(limit) = limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
+        self.get(&path).await
+    }
+
+    async fn whoami(&self) -> Result<Value, ToolError> {
+        let who = self.get("/v1/whoami").await?;
+        // Remember who we are if this is the first call.
+        let _ = self
+            .me
+            .get_or_try_init(|| async { Me::from_whoami(&who) })
+            .await;
+        Ok(who)
+    }
+
+    fn participant(&self) -> Option<&str> {
+        self.me.get().map(|me| me.name.as_str())
+    }
+}
