@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Instead of pushes: park this many blocked `check` calls and report the server's memory.
     #[arg(long)]
     checks: Option<usize>,
+    /// With --checks: carry the calls over one HTTP/2 connection (h2c) instead of one HTTP/1.1
+    /// connection each.
+    #[arg(long)]
+    http2: bool,
 }
 
 struct ChildServer {
@@ -54,7 +58,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if let Some(checks) = args.checks {
         let pid = _server.as_ref().and_then(|s| s.child.id());
-        return park_checks(&base, args.admin_token.as_deref(), checks, pid, args.json).await;
+        return park_checks(
+            &base,
+            args.admin_token.as_deref(),
+            checks,
+            pid,
+            args.http2,
+            args.json,
+        )
+        .await;
     }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.conversations * 3)
@@ -227,12 +239,17 @@ async fn park_checks(
     admin_token: Option<&str>,
     checks: usize,
     server_pid: Option<u32>,
+    http2: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
     const PER_CONVERSATION: usize = 50;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()?;
+    let client = if http2 {
+        reqwest::Client::builder().http2_prior_knowledge().build()?
+    } else {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?
+    };
     let before_kib = server_pid.and_then(resident_kib);
     let mut conversations = Vec::new();
     let mut remaining = checks;
@@ -310,6 +327,7 @@ async fn park_checks(
     let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
     let figures = json!({
         "checks": checks,
+        "transport": if http2 { "http2" } else { "http1.1" },
         "parked": parked,
         "woken": woken.load(Ordering::Relaxed),
         "server_rss_mib_before": mib(before_kib),
@@ -319,7 +337,12 @@ async fn park_checks(
     if json_out {
         println!("{figures}");
     } else {
-        println!("hark bench --checks {checks}: {parked} calls parked at once");
+        let transport = if http2 {
+            "over one HTTP/2 connection"
+        } else {
+            "one HTTP/1.1 connection each"
+        };
+        println!("hark bench --checks {checks}: {parked} calls parked at once, {transport}");
         if let (Some(before), Some(during)) = (mib(before_kib), mib(during_kib)) {
             println!(
                 "  server resident memory  {before:.1} MiB idle, {during:.1} MiB with the calls parked"
