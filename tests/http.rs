@@ -629,3 +629,42 @@ async fn sigterm_ends_event_streams_and_waiting_checks() {
     assert_eq!(check["result"]["timed_out"], true);
     assert!(events.next().await.is_none(), "the stream ended");
 }
+
+#[tokio::test]
+async fn http2_clients_with_prior_knowledge_are_served() {
+    let s = TestServer::start().await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let waiting = {
+        let (h2, url, id, token) = (
+            h2.clone(),
+            s.url.clone(),
+            c.id.clone(),
+            c.token("bob").to_owned(),
+        );
+        tokio::spawn(async move {
+            h2.post(format!("{url}/v1/conversations/{id}/check"))
+                .bearer_auth(token)
+                .json(&json!({"timeout_ms": 60_000}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let sent = h2
+        .post(format!("{}/v1/conversations/{}/send", s.url, c.id))
+        .bearer_auth(c.token("alice"))
+        .json(&json!({"text": "over h2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.version(), reqwest::Version::HTTP_2);
+    assert_eq!(sent.status(), 200);
+    let woken = waiting.await.unwrap();
+    assert_eq!(woken.version(), reqwest::Version::HTTP_2);
+    let body: Value = woken.json().await.unwrap();
+    assert_eq!(body["incoming"][0]["text"], "over h2");
+}
