@@ -41,6 +41,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure durable pushes/s and push→SSE latency over loopback HTTP.
     Bench(bench::BenchArgs),
+    /// Replay chat logs through the turn engine on a virtual clock and compare policies.
+    Sim(hark_sim::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,6 +60,10 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Sim(args) = &cli.command {
+        // The simulator is synchronous and prints its own output: no runtime, no log lines.
+        return Ok(hark_sim::run(args)?);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -71,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Sim(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,230 @@
+//! `--plot FILE.svg`: a hand-written SVG with two panels: the dead-air CDF of every policy, and
+//! the premature-rate × median-dead-air frontier (the `fixed:MS` rows joined as the seed's curve).
+
+use std::fmt::Write;
+
+use crate::report::PolicyReport;
+
+const W: f64 = 1100.0;
+const H: f64 = 460.0;
+const PANEL_W: f64 = 440.0;
+const PANEL_H: f64 = 330.0;
+const TOP: f64 = 50.0;
+const LEFT1: f64 = 60.0;
+const LEFT2: f64 = 580.0;
+const CDF_MAX_S: f64 = 20.0;
+
+const COLOURS: &[&str] = &[
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39",
+];
+
+pub fn svg(title: &str, reports: &[PolicyReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
+    cdf_panel(&mut s, reports);
+    frontier_panel(&mut s, reports);
+    s.push_str("</svg>\n");
+    s
+}
+
+fn colour(i: usize) -> &'static str {
+    COLOURS[i % COLOURS.len()]
+}
+
+fn axes(
+    s: &mut String,
+    left: f64,
+    x_label: &str,
+    y_label: &str,
+    xticks: &[(f64, String)],
+    yticks: &[(f64, String)],
+) {
+    let bottom = TOP + PANEL_H;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{TOP}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
+    );
+    for (x, label) in xticks {
+        let px = left + x * PANEL_W;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{bottom}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            bottom + 16.0
+        );
+    }
+    for (y, label) in yticks {
+        let py = bottom - y * PANEL_H;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            left + PANEL_W,
+            left - 6.0,
+            py + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        left + PANEL_W / 2.0,
+        bottom + 36.0,
+        esc(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        left - 42.0,
+        TOP + PANEL_H / 2.0,
+        esc(y_label)
+    );
+}
+
+fn cdf_panel(s: &mut String, reports: &[PolicyReport]) {
+    let xticks: Vec<(f64, String)> = (0..=4)
+        .map(|i| {
+            (
+                f64::from(i) / 4.0,
+                format!("{}", f64::from(i) * CDF_MAX_S / 4.0),
+            )
+        })
+        .collect();
+    let yticks: Vec<(f64, String)> = (0..=5)
+        .map(|i| (f64::from(i) / 5.0, format!("{:.1}", f64::from(i) / 5.0)))
+        .collect();
+    axes(
+        s,
+        LEFT1,
+        "dead air: turn end → first reply bubble (s)",
+        "share of turns answered (not premature)",
+        &xticks,
+        &yticks,
+    );
+    let bottom = TOP + PANEL_H;
+    for (i, r) in reports.iter().enumerate() {
+        let n = r.dead_air_ms.len();
+        if n == 0 {
+            continue;
+        }
+        // A step function, sampled at every 0.1 s for a small file.
+        let mut pts = String::new();
+        let mut k = 0;
+        for step in 0..=(CDF_MAX_S * 10.0) as usize {
+            let x_ms = step as f64 * 100.0;
+            while k < n && r.dead_air_ms[k] as f64 <= x_ms {
+                k += 1;
+            }
+            let px = LEFT1 + (x_ms / 1000.0 / CDF_MAX_S) * PANEL_W;
+            let py = bottom - (k as f64 / n as f64) * PANEL_H;
+            let _ = write!(pts, "{px:.1},{py:.1} ");
+        }
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.6"/>"#,
+            pts.trim_end(),
+            colour(i)
+        );
+        // Legend.
+        let ly = TOP + 14.0 + i as f64 * 15.0;
+        let lx = LEFT1 + PANEL_W - 150.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            lx + 18.0,
+            colour(i),
+            lx + 22.0,
+            ly + 4.0,
+            esc(&r.policy)
+        );
+    }
+}
+
+fn frontier_panel(s: &mut String, reports: &[PolicyReport]) {
+    let pts: Vec<(usize, f64, f64)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.premature_rate(), r.dead_air(0.5)? as f64 / 1000.0)))
+        .collect();
+    let x_max = nice_max(pts.iter().map(|p| p.1).fold(0.05, f64::max));
+    let y_max = nice_max(pts.iter().map(|p| p.2).fold(1.0, f64::max));
+    let xticks: Vec<(f64, String)> = (0..=5)
+        .map(|i| {
+            let v = x_max * f64::from(i) / 5.0;
+            (f64::from(i) / 5.0, format!("{:.0}%", v * 100.0))
+        })
+        .collect();
+    let yticks: Vec<(f64, String)> = (0..=5)
+        .map(|i| {
+            let v = y_max * f64::from(i) / 5.0;
+            (f64::from(i) / 5.0, format!("{v:.1}"))
+        })
+        .collect();
+    axes(
+        s,
+        LEFT2,
+        "premature rate",
+        "median dead air (s)",
+        &xticks,
+        &yticks,
+    );
+    let bottom = TOP + PANEL_H;
+    let at = |x: f64, y: f64| (LEFT2 + x / x_max * PANEL_W, bottom - y / y_max * PANEL_H);
+    let mut fixed: Vec<(f64, f64)> = pts
+        .iter()
+        .filter(|p| reports[p.0].fixed_window_ms.is_some())
+        .map(|p| (p.1, p.2))
+        .collect();
+    fixed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if fixed.len() >= 2 {
+        let line: Vec<String> = fixed
+            .iter()
+            .map(|&(x, y)| {
+                let (px, py) = at(x, y);
+                format!("{px:.1},{py:.1}")
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#999" stroke-dasharray="5,4"/>"##,
+            line.join(" ")
+        );
+    }
+    for &(i, x, y) in &pts {
+        let (px, py) = at(x, y);
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{px:.1}" cy="{py:.1}" r="4.5" fill="{}"/><text x="{:.1}" y="{:.1}" fill="{}">{}</text>"#,
+            colour(i),
+            px + 7.0,
+            py - 5.0,
+            colour(i),
+            esc(&reports[i].policy)
+        );
+    }
+}
+
+/// A round upper bound for an axis.
+fn nice_max(v: f64) -> f64 {
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if v <= m * mag {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
