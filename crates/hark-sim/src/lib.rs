@@ -45,7 +45,8 @@ pub struct SimArgs {
     #[arg(long, value_enum)]
     pub split: Option<Split>,
     /// A policy to simulate; repeat for several. fixed:MS, punct, typing[:MS], adaptive, oracle,
-    /// with modifiers +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap.
+    /// with modifiers +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap,
+    /// +capMS.
     /// Default: fixed:800, fixed:2000, fixed:8000, punct, typing-nobargein, typing,
     /// adaptive-nobargein, adaptive-norhythm, adaptive, adaptive+spec, oracle.
     #[arg(long = "policy", value_name = "P")]

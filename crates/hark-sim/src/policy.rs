@@ -38,7 +38,7 @@ pub struct Policy {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown policy {0:?}: use fixed:MS, punct, typing[:MS], adaptive or oracle, with any of \
-     +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap"
+     +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap, +capMS"
 )]
 pub struct PolicyError(pub String);
 
@@ -53,7 +53,8 @@ impl Policy {
     ///   cap, no control words: the physical limit.
     /// - `+spec` speculates; `-nobargein` turns off barge-in and both deliver-time rechecks;
     ///   `-norhythm` the per-person rhythm; `-notempo` the tempo; `-notyping` hides typing from
-    ///   the engine; `-nocontrol` the control words; `-nocap` the hard cap.
+    ///   the engine; `-nocontrol` the control words; `-nocap` the hard cap; `+cap` restores the
+    ///   default one and `+capMS` sets it (`+cap20000`).
     pub fn parse(spec: &str) -> Result<Policy, PolicyError> {
         let err = || PolicyError(spec.to_owned());
         let cut = spec.find(['+', '-']).unwrap_or(spec.len());
@@ -114,7 +115,10 @@ impl Policy {
                 "-nocontrol" => config.control_words = false,
                 "-nocap" => config.window_hard_cap_ms = u64::MAX,
                 "+cap" => config.window_hard_cap_ms = TurnConfig::default().window_hard_cap_ms,
-                _ => return Err(err()),
+                _ => match m.strip_prefix("+cap").map(str::parse::<u64>) {
+                    Some(Ok(ms)) => config.window_hard_cap_ms = ms,
+                    _ => return Err(err()),
+                },
             }
         }
         Ok(Policy {
@@ -168,6 +172,10 @@ mod tests {
             EndpointPolicy::Typing { window_ms: 1500 }
         );
         assert!(!p.typing);
+
+        let p = Policy::parse("adaptive+cap20000+spec").unwrap();
+        assert_eq!(p.config.window_hard_cap_ms, 20_000);
+        assert!(p.config.speculate);
 
         let p = Policy::parse("oracle").unwrap();
         assert!(p.oracle && p.config.endpoint_model_timeout_ms.is_some());

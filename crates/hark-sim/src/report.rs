@@ -75,6 +75,12 @@ impl PolicyReport {
         ratio(self.wasted_tokens, self.turns)
     }
 
+    /// Share of all turns answered in time (not premature) within `ms` of their end.
+    pub fn answered_within(&self, ms: u64) -> f64 {
+        let n = self.dead_air_ms.partition_point(|&d| d <= ms);
+        ratio(n as f64, self.turns)
+    }
+
     pub fn dead_air(&self, q: f64) -> Option<u64> {
         percentile(&self.dead_air_ms, q)
     }
@@ -163,6 +169,7 @@ pub fn to_json(trace: &TraceSummary, reports: &[PolicyReport]) -> Value {
                 "llm_calls_per_turn": round(r.calls_per_turn(), 3),
                 "wasted_tokens_per_turn": round(r.wasted_per_turn(), 2),
                 "silent_rate": round(r.silent_rate(), 4),
+                "answered_within_2s": round(r.answered_within(2000), 4),
                 "dead_air_vs_fixed_ms": vs_fixed,
             })
         })
@@ -234,7 +241,7 @@ pub fn to_table(trace: &TraceSummary, reports: &[PolicyReport]) -> String {
         .unwrap_or(6)
         .max(6);
     s.push_str(&format!(
-        "{:<width$}  {:>9}  {:>13}  {:>13}  {:>10}  {:>10}  {:>9}  {:>6}  {:>8}\n",
+        "{:<width$}  {:>9}  {:>13}  {:>13}  {:>10}  {:>10}  {:>9}  {:>6}  {:>6}  {:>8}\n",
         "policy",
         "premature",
         "dead air p50",
@@ -243,6 +250,7 @@ pub fn to_table(trace: &TraceSummary, reports: &[PolicyReport]) -> String {
         "endpt p90",
         "calls/turn",
         "wasted",
+        "≤2s",
         "vs fixed",
     ));
     for r in reports {
@@ -254,7 +262,7 @@ pub fn to_table(trace: &TraceSummary, reports: &[PolicyReport]) -> String {
                 |(f, d)| format!("{:+.1}s", (d as f64 - f) / 1000.0),
             );
         s.push_str(&format!(
-            "{:<width$}  {:>8.1}%  {:>12}s  {:>12}s  {:>9}s  {:>9}s  {:>10.2}  {:>6.1}  {:>8}\n",
+            "{:<width$}  {:>8.1}%  {:>12}s  {:>12}s  {:>9}s  {:>9}s  {:>10.2}  {:>6.1}  {:>5.0}%  {:>8}\n",
             r.policy,
             r.premature_rate() * 100.0,
             secs(r.dead_air(0.5)),
@@ -263,14 +271,16 @@ pub fn to_table(trace: &TraceSummary, reports: &[PolicyReport]) -> String {
             secs(r.endpoint(0.9)),
             r.calls_per_turn(),
             r.wasted_per_turn(),
+            r.answered_within(2000) * 100.0,
             vs,
         ));
     }
     s.push_str(
         "\npremature: a reply delivered before reading the whole turn. Dead air: turn end to the \
          first reply bubble; endpoint: turn end to the commit (both over turns not premature). \
-         wasted: tokens aborted or discarded per turn. vs fixed: median dead air minus the plain \
-         debounce's at the same premature rate (interpolated between the fixed:MS rows).\n",
+         wasted: tokens aborted or discarded per turn. ≤2s: turns answered, not prematurely, \
+         within 2 s of their end. vs fixed: median dead air minus the plain debounce's at the \
+         same premature rate (interpolated between the fixed:MS rows).\n",
     );
     s
 }
