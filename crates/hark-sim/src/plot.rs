@@ -1,5 +1,6 @@
-//! `--plot FILE.svg`: a hand-written SVG with two panels: the dead-air CDF of every policy, and
-//! the premature-rate × median-dead-air frontier (the `fixed:MS` rows joined as the seed's curve).
+//! `--plot FILE.svg`: a hand-written SVG with two panels: the dead-air CDF of every policy (over
+//! all turns, so it tops out at the share not premature), and the premature-rate × median-dead-air
+//! frontier (the `fixed:MS` rows joined as the seed's curve).
 
 use std::fmt::Write;
 
@@ -105,7 +106,7 @@ fn cdf_panel(s: &mut String, reports: &[PolicyReport]) {
         s,
         LEFT1,
         "dead air: turn end → first reply bubble (s)",
-        "share of turns answered (not premature)",
+        "share of all turns answered in time",
         &xticks,
         &yticks,
     );
@@ -115,7 +116,8 @@ fn cdf_panel(s: &mut String, reports: &[PolicyReport]) {
         if n == 0 {
             continue;
         }
-        // A step function, sampled at every 0.1 s for a small file.
+        // A step function over all turns, sampled every 0.1 s for a small file: it tops out at
+        // the share answered in time, so premature replies show as the gap below 1.
         let mut pts = String::new();
         let mut k = 0;
         for step in 0..=(CDF_MAX_S * 10.0) as usize {
@@ -124,7 +126,7 @@ fn cdf_panel(s: &mut String, reports: &[PolicyReport]) {
                 k += 1;
             }
             let px = LEFT1 + (x_ms / 1000.0 / CDF_MAX_S) * PANEL_W;
-            let py = bottom - (k as f64 / n as f64) * PANEL_H;
+            let py = bottom - (k as f64 / r.turns.max(1) as f64) * PANEL_H;
             let _ = write!(pts, "{px:.1},{py:.1} ");
         }
         let _ = writeln!(
@@ -133,12 +135,22 @@ fn cdf_panel(s: &mut String, reports: &[PolicyReport]) {
             pts.trim_end(),
             colour(i)
         );
-        // Legend.
-        let ly = TOP + 14.0 + i as f64 * 15.0;
-        let lx = LEFT1 + PANEL_W - 150.0;
+    }
+    // The legend, bottom right, over a white box (the curves there are mostly flat at the top).
+    let rows = reports.len() as f64;
+    let (lx, ly0) = (LEFT1 + PANEL_W - 165.0, TOP + PANEL_H - 10.0 - rows * 15.0);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{:.1}" y="{:.1}" width="158" height="{:.1}" fill="white" fill-opacity="0.9" stroke="#ccc"/>"##,
+        lx - 6.0,
+        ly0 - 4.0,
+        rows * 15.0 + 6.0
+    );
+    for (i, r) in reports.iter().enumerate() {
+        let ly = ly0 + 7.0 + i as f64 * 15.0;
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             lx + 18.0,
             colour(i),
             lx + 22.0,
