@@ -152,6 +152,14 @@ pub fn evaluate(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let reports = simulate(&trace, &policies, &llm, jobs, progress);
+    for r in reports.iter().filter(|r| r.cut > 0) {
+        eprintln!(
+            "warning: {}: {} turns had not settled {} minutes after their end and were cut",
+            r.policy,
+            r.cut,
+            sim::EPISODE_LIMIT_MS / 60_000
+        );
+    }
     Ok((summary, reports))
 }
 

@@ -53,8 +53,10 @@ impl Policy {
     ///   cap, no control words: the physical limit.
     /// - `+spec` speculates; `-nobargein` turns off barge-in and both deliver-time rechecks;
     ///   `-norhythm` the per-person rhythm; `-notempo` the tempo; `-notyping` hides typing from
-    ///   the engine; `-nocontrol` the control words; `-nocap` the hard cap; `+cap` restores the
-    ///   default one and `+capMS` sets it (`+cap20000`).
+    ///   the engine; `-nocontrol` the control words; `-nocap` the hard cap (then a turn that ends
+    ///   on a hold word such as "wait" waits for ever: the simulator cuts it after
+    ///   `EPISODE_LIMIT_MS` and reports it); `+cap` restores the default cap and `+capMS` sets it
+    ///   (`+cap20000`).
     pub fn parse(spec: &str) -> Result<Policy, PolicyError> {
         let err = || PolicyError(spec.to_owned());
         let cut = spec.find(['+', '-']).unwrap_or(spec.len());

@@ -189,9 +189,11 @@ fn episode(conv: &Conversation, seq_of: &[u64], t: &Turn) -> Episode {
     recent.sort_by_key(|m| m.seq);
     recent.dedup_by_key(|m| m.seq);
 
-    // The person's typing state when the episode starts: on if their last typing event before
-    // it was "on" and no message of theirs came after it.
-    let window_from = prev.map_or(t.first, |p| p + 1);
+    // The episode's events: everything after the last message before the turn (from the start
+    // of the conversation for its first turn, so typing before the first message counts). The
+    // person's typing state when it starts: on if their last typing event before it was "on"
+    // and no message of theirs came after it.
+    let window_from = prev.map_or(0, |p| p + 1);
     let mut typing_on = false;
     for e in &events[..window_from] {
         if e.sender != t.sender {

@@ -179,3 +179,20 @@ fn json_shape() {
     assert_eq!(oracle["endpoint_delay_ms"]["p90"], 0);
     assert!(matches!(v, Value::Object(ref o) if o.len() == 2));
 }
+
+#[test]
+fn typing_before_the_first_message_reaches_the_engine() {
+    // The conversation opens with Ann typing: the engine learns that she types, so her first
+    // statement (no question, no pause rate learned yet) waits for the hard cap instead of the
+    // short window; a policy that hides typing answers after the short window.
+    let mut b = ConversationBuilder::new("c");
+    b.typing("ann", 0, true);
+    b.message("ann", 2000, "i had the best day", None);
+    b.message("bob", 30_000, "tell me", None);
+    let trace = Trace::from_conversations(vec![b.build()]);
+    let seen = run(&trace, "adaptive");
+    let hidden = run(&trace, "adaptive-notyping");
+    // Sorted delays; Bob's "tell me" (no typing) gets the 2 s neutral window either way.
+    assert_eq!(seen.endpoint_ms, [2000, 10_000], "{seen:?}");
+    assert_eq!(hidden.endpoint_ms, [2000, 2000], "{hidden:?}");
+}
