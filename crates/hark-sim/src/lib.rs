@@ -86,10 +86,10 @@ pub enum SimError {
     TypingCps,
     #[error("--llm-tps must be positive")]
     Tps,
-    #[error("cannot write the plot {path}: {source}")]
+    #[error("cannot write the plot {path}: {error}")]
     Plot {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -120,9 +120,9 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
             summary.turns,
             summary.typing
         );
-        std::fs::write(path, plot::svg(&title, &reports)).map_err(|source| SimError::Plot {
+        std::fs::write(path, plot::svg(&title, &reports)).map_err(|error| SimError::Plot {
             path: path.clone(),
-            source,
+            error,
         })?;
     }
     Ok(())

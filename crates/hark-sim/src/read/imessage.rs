@@ -30,9 +30,9 @@ const QUERY: &str = "
     ORDER BY c.ROWID, m.date, m.ROWID";
 
 pub(super) fn read(path: &Path) -> Result<Trace, TraceError> {
-    let sqlite = |source| TraceError::Sqlite {
+    let sqlite = |error| TraceError::Sqlite {
         path: path.to_owned(),
-        source,
+        error,
     };
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
     let mut stmt = db.prepare(QUERY).map_err(sqlite)?;

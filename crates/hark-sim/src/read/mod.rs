@@ -72,10 +72,10 @@ impl Split {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not valid {format} (line {line}): {message}")]
     Parse {
@@ -84,10 +84,10 @@ pub enum TraceError {
         line: usize,
         message: String,
     },
-    #[error("cannot read the Messages database {path}: {source}")]
+    #[error("cannot read the Messages database {path}: {error}")]
     Sqlite {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("cannot tell the format of {0}: pass --format chitchat|jsonl|slack|telegram|imessage")]
     Unknown(PathBuf),
@@ -105,10 +105,10 @@ impl TraceError {
         }
     }
 
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         TraceError::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }
