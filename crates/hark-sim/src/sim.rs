@@ -30,7 +30,8 @@
 //!   a bubble of the turn. A generation aborted or dropped before delivery is not premature.
 //! - **dead air** (turns not premature, with a reply): the turn's end → the first reply bubble.
 //!   This includes the endpoint delay, the generation, and the engine's typing cadence before the
-//!   first bubble (the indicator runs from the commit, so generation and cadence overlap).
+//!   first bubble (the cadence runs from the commit, or from the start of an adopted speculative
+//!   draft, so it overlaps the generation).
 //! - **endpoint delay** (turns not premature): the turn's end → the `Committed` of the epoch that
 //!   answered (or, for a turn that ended silent, the last commit).
 //! - **LLM calls**: `StartGeneration`s, speculative ones included.
