@@ -210,16 +210,49 @@ fn frontier_panel(s: &mut String, reports: &[PolicyReport]) {
             line.join(" ")
         );
     }
+    // Labels right of their point, moved up or down (with a leader line) until they overlap no
+    // label already placed: policies often crowd together.
+    let mut placed: Vec<(f64, f64, f64)> = Vec::new();
     for &(i, x, y) in &pts {
         let (px, py) = at(x, y);
+        let name = &reports[i].policy;
+        let width = 6.5 * name.chars().count() as f64;
+        let lx = px + 7.0;
+        let mut ly = py - 5.0;
+        for k in 0..40 {
+            let step = f64::from((k + 1) / 2) * 13.0;
+            let candidate = if k % 2 == 0 {
+                py - 5.0 + step
+            } else {
+                py - 5.0 - step
+            };
+            let clear = placed.iter().all(|&(ox, oy, ow)| {
+                (candidate - oy).abs() >= 12.5 || lx + width < ox || ox + ow < lx
+            });
+            if clear {
+                ly = candidate;
+                break;
+            }
+        }
+        placed.push((lx, ly, width));
         let _ = writeln!(
             s,
-            r#"<circle cx="{px:.1}" cy="{py:.1}" r="4.5" fill="{}"/><text x="{:.1}" y="{:.1}" fill="{}">{}</text>"#,
+            r#"<circle cx="{px:.1}" cy="{py:.1}" r="4.5" fill="{}"/>"#,
+            colour(i)
+        );
+        if (ly - (py - 5.0)).abs() > 0.5 {
+            let _ = writeln!(
+                s,
+                r#"<line x1="{px:.1}" y1="{py:.1}" x2="{lx:.1}" y2="{:.1}" stroke="{}" stroke-width="0.6"/>"#,
+                ly - 4.0,
+                colour(i)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{lx:.1}" y="{ly:.1}" fill="{}">{}</text>"#,
             colour(i),
-            px + 7.0,
-            py - 5.0,
-            colour(i),
-            esc(&reports[i].policy)
+            esc(name)
         );
     }
 }
