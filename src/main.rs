@@ -48,6 +48,8 @@ enum Command {
     /// Serve MCP over stdin/stdout as one participant: of a running server (--url, --token) or
     /// of a conversation in a database file (--db, --conversation, --as).
     Mcp(McpArgs),
+    /// Replay chat logs through the turn engine on a virtual clock and compare policies.
+    Sim(hark_sim::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -91,6 +93,10 @@ struct McpArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Sim(args) = &cli.command {
+        // The simulator is synchronous and prints its own output: no runtime, no log lines.
+        return Ok(hark_sim::run(args)?);
+    }
     // Under `hark mcp` the MCP client shows stderr to its user: keep it to what matters.
     let default_filter = match cli.command {
         Command::Mcp(_) => "warn",
@@ -112,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Talk(args) => runtime.block_on(talk::run(args)),
         Command::Mcp(args) => runtime.block_on(mcp(args)),
+        Command::Sim(_) => Ok(()),
     }
 }
 

@@ -146,6 +146,67 @@ t=6.5s  gen 1 done "Hey, what's up?"
 }
 
 #[test]
+fn typing_person_pause_rate() {
+    // A person whose client sends typing: the quiet after a bubble only means "done" for someone
+    // who seldom stops to think mid-burst. Here they resume typing at once four times (no pause
+    // learned), so "ok with you." (complete) gets the short window and is committed at 5.8s.
+    // Later they pause 4s before going on: now a pauser, their "bring water." waits for the
+    // burst's hard cap (21s + 10s), while a question is always answered after the short window.
+    check(
+        r#"
+config speculate=off use_tempo=off
+t=0     typing
+t=1s    person: so
+t=1s    typing
+t=2s    person: i was thinking
+t=2s    typing
+t=3s    person: we could go hiking
+t=3s    typing
+t=4s    person: on sunday
+t=4s    typing
+t=5s    person: ok with you.
+t=6.5s  gen 1 done "Sure!"
+t=20s   typing
+t=21s   person: also
+t=25s   typing
+t=26s   person: bring water.
+t=32s   gen 2 done "Will do."
+t=40s   typing
+t=41s   person: what time?
+t=42.5s gen 3 done "Nine."
+t=43s   show rhythm
+"#,
+        expect![[r#"
+            1s      -- COLLECTING
+            5.8s    commit e1 read=5
+            5.8s    start e1 read=5 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you."]
+            5.8s    typing on
+            5.8s    -- THINKING
+            6.5s    send e1 read=5 [1/1] "Sure!" (seq 6)
+            6.5s    end e1 Replied
+            6.5s    -- IDLE
+            21s     -- COLLECTING
+            31s     commit e2 read=8
+            31s     start e2 read=8 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you.", A "Sure!", U "also\nbring water."]
+            31s     typing on
+            31s     -- THINKING
+            32s     send e2 read=8 [1/1] "Will do." (seq 9)
+            32s     end e2 Replied
+            32s     -- IDLE
+            41s     -- COLLECTING
+            41.8s   commit e3 read=10
+            41.8s   start e3 read=10 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you.", A "Sure!", U "also\nbring water.", A "Will do.", U "what time?"]
+            41.8s   typing on
+            41.8s   -- THINKING
+            42.5s   send e3 read=10 [1/1] "Nine." (seq 11)
+            42.5s   end e3 Replied
+            42.5s   -- IDLE
+            43s     rhythm: typical gap 209ms (sd 1.48, n=5), typical reply 10392ms (n=2), pauses 0.20, typing starts 8
+        "#]],
+    );
+}
+
+#[test]
 fn typing_gate_with_an_expired_lease() {
     // The "typing stopped" event is lost. The lease, last refreshed at 0.5s, expires at 8.5s
     // (typing_timeout_ms 8000); the grace runs from the expiry and the engine commits at 9.4s,
@@ -376,9 +437,9 @@ t=0.5s   gen 1 done "Sunny, 24 degrees."
             0.8s    commit e1 read=1
             0.8s    typing on
             0.8s    -- SPEAKING
-            1.4s    send e1 read=1 [1/1] "Sunny, 24 degrees." (seq 2)
-            1.4s    end e1 Replied
-            1.4s    -- IDLE
+            1.2s    send e1 read=1 [1/1] "Sunny, 24 degrees." (seq 2)
+            1.2s    end e1 Replied
+            1.2s    -- IDLE
         "#]],
     );
 }
@@ -544,9 +605,9 @@ t=1.1s   gen 2 done "Sure, ask away twice."
             2.5s    commit e2 read=2
             2.5s    typing on
             2.5s    -- SPEAKING
-            3s      send e2 read=2 [1/1] "Sure, ask away." (seq 3)
-            3s      end e2 Replied
-            3s      -- IDLE
+            2.9s    send e2 read=2 [1/1] "Sure, ask away." (seq 3)
+            2.9s    end e2 Replied
+            2.9s    -- IDLE
         "#]],
     );
 }
@@ -602,9 +663,9 @@ t=24s    gen 5 done "Congratulations!!"
             4.8s    commit e2 read=1
             4.8s    typing on
             4.8s    -- SPEAKING
-            5.266s  send e2 read=1 [1/1] "I'm listening." (seq 2)
-            5.266s  end e2 Replied
-            5.266s  -- IDLE
+            5.2s    send e2 read=1 [1/1] "I'm listening." (seq 2)
+            5.2s    end e2 Replied
+            5.2s    -- IDLE
             20s     start e3 read=3 spec [U "i need to tell you something.", A "I'm listening.", U "guess what."]
             20s     -- COLLECTING
             20.8s   commit e3 read=3
@@ -618,9 +679,9 @@ t=24s    gen 5 done "Congratulations!!"
             23.8s   typing on
             23.8s   -- THINKING
             24s     -- SPEAKING
-            24.366s send e5 read=4 [1/1] "Congratulations!!" (seq 5)
-            24.366s end e5 Replied
-            24.366s -- IDLE
+            24.2s   send e5 read=4 [1/1] "Congratulations!!" (seq 5)
+            24.2s   end e5 Replied
+            24.2s   -- IDLE
         "#]],
     );
 }
@@ -720,9 +781,9 @@ t=32.5s  gen 2 done "Yes, 5 works."
             32.8s   commit e2 read=3
             32.8s   typing on
             32.8s   -- SPEAKING
-            33.233s send e2 read=3 [1/1] "Yes, 5 works." (seq 4)
-            33.233s end e2 Replied
-            33.233s -- IDLE
+            33.2s   send e2 read=3 [1/1] "Yes, 5 works." (seq 4)
+            33.2s   end e2 Replied
+            33.2s   -- IDLE
         "#]],
     );
 }
@@ -1109,12 +1170,19 @@ impl Harness {
                 let reply = r
                     .typical_reply_ms()
                     .map_or("-".into(), |g| format!("{g:.0}ms"));
-                self.line(&format!(
+                let mut line = format!(
                     "rhythm: typical gap {gap} (sd {:.2}, n={}), typical reply {reply} (n={})",
                     r.gap_log_var.sqrt(),
                     r.gap_samples,
                     r.reply_samples
-                ));
+                );
+                if r.typing_starts > 0 {
+                    line.push_str(&format!(
+                        ", pauses {:.2}, typing starts {}",
+                        r.pause_rate, r.typing_starts
+                    ));
+                }
+                self.line(&line);
             }
             ["tick"] => {}
             _ => panic!("unknown event: {event}"),

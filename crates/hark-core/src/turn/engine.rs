@@ -12,7 +12,7 @@ use super::bubbles::{cadence_ms, split_bubbles};
 use super::config::{EndpointPolicy, TurnConfig};
 use super::endpoint::{Completeness, ControlWord, completeness, control_word};
 use super::prompt::{History, Prompt, Role};
-use super::rhythm::{PersonRhythm, ln_ms};
+use super::rhythm::{PAUSE_MS, PersonRhythm, ln_ms};
 use super::{Attachment, GenerationResult, Input, LogMessage, Output, PersonMessage, TurnOutcome};
 use crate::time::Millis;
 
@@ -254,6 +254,13 @@ enum Timer {
 /// z-scores of the 75th and 90th percentiles of a normal distribution (of log-gaps).
 const Z_P75: f64 = 0.674;
 const Z_P90: f64 = 1.2816;
+/// Pause rate below which a person who types is trusted to be done after a bubble that looks
+/// complete, and after one that looks neutral (tuned on the Chit-Chat train split).
+const PAUSE_RATE_COMPLETE: f64 = 0.06;
+const PAUSE_RATE_NEUTRAL: f64 = 0.03;
+/// Prior of the pause rate, as pseudo-counts of pauses among gaps, blended with what is learned.
+const PAUSE_PRIOR_PAUSES: f64 = 0.3;
+const PAUSE_PRIOR_GAPS: f64 = 2.0;
 /// How many learned gaps the person's rhythm weighs at most against this burst's own gaps.
 const PERSON_WEIGHT_MAX: u32 = 10;
 /// Spread of log-gaps assumed while only this burst's gaps are known.
@@ -305,11 +312,15 @@ struct Burst {
     /// A hold word or `wait_for_more` moved the cap; a merge keeps the later cap.
     cap_moved: bool,
     class: Completeness,
+    /// The last message ends in a question mark: the strongest sign of a finished turn.
+    question: bool,
     /// Something other than hold words: worth answering.
     has_content: bool,
     last_is_hold: bool,
     gap_log_sum: f64,
     gaps: u32,
+    /// Gaps of this burst longer than `PAUSE_MS`.
+    pauses: u32,
     spec_starts: u32,
     /// A new message (or the end of a turn) asks for a speculative start.
     spec_wanted: bool,
@@ -326,10 +337,12 @@ impl Burst {
             self.cap_moved = true;
         }
         self.class = later.class;
+        self.question = later.question;
         self.has_content |= later.has_content;
         self.last_is_hold = later.last_is_hold;
         self.gap_log_sum += later.gap_log_sum;
         self.gaps += later.gaps;
+        self.pauses += later.pauses;
         self.spec_wanted = true;
         self.allow_wait = true;
         self
@@ -342,6 +355,8 @@ struct Generation {
     read_up_to: u64,
     speculative: bool,
     allow_wait: bool,
+    /// When it started: a speculative draft has been composing the reply since then.
+    started: Millis,
 }
 
 #[derive(Clone, Debug)]
@@ -350,6 +365,7 @@ struct Ready {
     read_up_to: u64,
     result: GenerationResult,
     allow_wait: bool,
+    started: Millis,
 }
 
 #[derive(Clone, Debug)]
@@ -359,6 +375,8 @@ struct Turn {
     /// The burst it read, folded back in if the turn is superseded before it sends anything.
     burst: Burst,
     phase: Phase,
+    /// The turn adopted a speculative draft that has been composing the reply since then.
+    composing_since: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]
@@ -464,6 +482,7 @@ impl TurnEngine {
             None
         };
         let mut class = completeness(&m.text, m.attachment);
+        let question = class == Completeness::Complete && ends_in_question(&m.text);
         let captioned = !m.text.trim().is_empty();
         if self.person.bare_attachment && m.attachment.is_none() && captioned {
             // The caption of the photo just sent: the pair is complete unless the caption
@@ -496,7 +515,14 @@ impl TurnEngine {
             self.end_turn(TurnOutcome::Superseded);
         }
         self.drop_speculation();
-        self.add_to_burst(at, m.seq, class, control == Some(ControlWord::Hold), gap);
+        self.add_to_burst(
+            at,
+            m.seq,
+            class,
+            question,
+            control == Some(ControlWord::Hold),
+            gap,
+        );
 
         if live
             && self.turn.is_none()
@@ -523,6 +549,7 @@ impl TurnEngine {
         let fresh = self.lease_fresh(now);
         if on {
             if !fresh {
+                self.rhythm.observe_typing_start();
                 self.activity_starts(now, true);
             }
             self.lease_until = Some(now.saturating_add(self.cfg.typing_timeout_ms));
@@ -550,6 +577,7 @@ impl TurnEngine {
                     read_up_to: g.read_up_to,
                     result,
                     allow_wait: g.allow_wait,
+                    started: g.started,
                 });
             }
             // A failed speculation is simply gone; the commit starts a fresh generation.
@@ -643,6 +671,7 @@ impl TurnEngine {
         at: Millis,
         seq: u64,
         class: Completeness,
+        question: bool,
         hold: bool,
         gap: Option<u64>,
     ) {
@@ -652,6 +681,7 @@ impl TurnEngine {
                 if let Some(gap) = gap {
                     b.gaps += 1;
                     b.gap_log_sum += ln_ms(gap);
+                    b.pauses += u32::from(gap > PAUSE_MS);
                 }
                 b
             }
@@ -661,10 +691,12 @@ impl TurnEngine {
                 cap_deadline: at.saturating_add(cap),
                 cap_moved: false,
                 class,
+                question,
                 has_content: false,
                 last_is_hold: false,
                 gap_log_sum: 0.0,
                 gaps: 0,
+                pauses: 0,
                 spec_starts: 0,
                 spec_wanted: true,
                 allow_wait: true,
@@ -672,6 +704,7 @@ impl TurnEngine {
         };
         b.last_seq = seq;
         b.class = class;
+        b.question = question;
         b.has_content |= !hold;
         b.last_is_hold = hold;
         b.allow_wait = true;
@@ -733,6 +766,9 @@ impl TurnEngine {
     /// nothing); tempo scales all.
     fn adaptive_window_ms(&self, b: &Burst) -> u64 {
         let c = &self.cfg;
+        if self.rhythm.typing_starts > 0 {
+            return self.typing_window_ms(b);
+        }
         let base = self.base_window_ms(b.class) as f64;
         let high = c.window_partial_ms as f64;
         let w = match (b.class, self.gap_estimate(b)) {
@@ -747,6 +783,47 @@ impl TurnEngine {
             }
         };
         (w * self.tempo_factor()).round() as u64
+    }
+
+    /// The adaptive window for a person whose client sends typing leases. Their gaps are quiet
+    /// times (a message sent → typing started), mostly near zero: whoever goes on usually starts
+    /// typing at once, and the lease then holds the commit and the delivery. The risk is the
+    /// person who stops to think mid-burst, so the window follows how often this person pauses
+    /// (`pause_rate`, blended with a prior and with this burst's own pauses): a question, or a
+    /// complete or neutral bubble from someone who seldom pauses, gets `window_complete_ms`
+    /// (tempo-scaled); anything else waits until the hard cap (delivery still held while they
+    /// type).
+    fn typing_window_ms(&self, b: &Burst) -> u64 {
+        let c = &self.cfg;
+        let short = (c.window_complete_ms as f64 * self.tempo_factor()).round() as u64;
+        if b.question {
+            return short;
+        }
+        let rate = self.pause_rate(b);
+        let limit = match b.class {
+            Completeness::Complete => PAUSE_RATE_COMPLETE,
+            Completeness::Neutral => PAUSE_RATE_NEUTRAL,
+            Completeness::Partial => return c.window_hard_cap_ms,
+        };
+        if rate < limit {
+            short
+        } else {
+            c.window_hard_cap_ms
+        }
+    }
+
+    /// How often this person pauses mid-burst: the learned rate (weighing up to
+    /// `PERSON_WEIGHT_MAX` gaps, with `learn_rhythm`) and this burst's own pauses, over a prior.
+    fn pause_rate(&self, b: &Burst) -> f64 {
+        let r = &self.rhythm;
+        let person = if self.cfg.learn_rhythm {
+            f64::from(r.gap_samples.min(PERSON_WEIGHT_MAX))
+        } else {
+            0.0
+        };
+        let pauses = person * r.pause_rate + f64::from(b.pauses) + PAUSE_PRIOR_PAUSES;
+        let gaps = person + f64::from(b.gaps) + PAUSE_PRIOR_GAPS;
+        pauses / gaps
     }
 
     /// Mean and spread of the expected log-gap, from this burst and the person's rhythm.
@@ -828,6 +905,7 @@ impl TurnEngine {
             read_up_to,
             speculative,
             allow_wait,
+            started: self.now,
         });
         self.out.push_back(Output::StartGeneration {
             epoch,
@@ -855,7 +933,7 @@ impl TurnEngine {
             return;
         }
         if let Some(ready) = self.spec_ready.take_if(|r| r.read_up_to == read_up_to) {
-            self.begin_turn(now, ready.epoch, burst);
+            self.begin_turn(now, ready.epoch, burst, ready.started);
             self.apply_result(now, ready.result, ready.allow_wait);
             return;
         }
@@ -864,8 +942,8 @@ impl TurnEngine {
             && g.read_up_to == read_up_to
         {
             g.speculative = false;
-            let epoch = g.epoch;
-            self.begin_turn(now, epoch, burst);
+            let (epoch, started) = (g.epoch, g.started);
+            self.begin_turn(now, epoch, burst, started);
             return;
         }
         self.drop_speculation();
@@ -879,11 +957,13 @@ impl TurnEngine {
             read_up_to,
             burst,
             phase: Phase::Thinking,
+            composing_since: None,
         });
         self.show_typing(now);
     }
 
-    fn begin_turn(&mut self, now: Millis, epoch: u64, burst: Burst) {
+    /// Commits to the speculative draft `epoch`, which started composing at `drafted_from`.
+    fn begin_turn(&mut self, now: Millis, epoch: u64, burst: Burst, drafted_from: Millis) {
         let read_up_to = burst.last_seq;
         self.out.push_back(Output::Committed { epoch, read_up_to });
         self.turn = Some(Turn {
@@ -891,6 +971,7 @@ impl TurnEngine {
             read_up_to,
             burst,
             phase: Phase::Thinking,
+            composing_since: Some(drafted_from),
         });
         self.show_typing(now);
     }
@@ -917,7 +998,16 @@ impl TurnEngine {
                     return;
                 };
                 let since = self.typing_since.unwrap_or(now);
-                let next_at = since.saturating_add(self.cadence(first));
+                let cadence = self.cadence(first);
+                let mut next_at = since.saturating_add(cadence);
+                if let Some(from) = self.turn.as_ref().and_then(|t| t.composing_since) {
+                    // A speculative draft composed the reply while the person paused: its time
+                    // counts toward the first bubble's typing, as a person's would who started
+                    // typing on reading the message. The indicator still shows for at least the
+                    // shortest cadence.
+                    let shortest = since.saturating_add(self.cfg.typing_cadence_min_ms);
+                    next_at = next_at.min(from.saturating_add(cadence).max(shortest));
+                }
                 let of = bubbles.len() as u32;
                 if let Some(turn) = &mut self.turn {
                     turn.phase = Phase::Speaking(Delivery {
@@ -1167,6 +1257,14 @@ impl TurnEngine {
             self.out.push_back(Output::ShowTyping(false));
         }
     }
+}
+
+/// Whether the text's last sentence is a question (closing quotes and brackets ignored).
+fn ends_in_question(text: &str) -> bool {
+    let core = text
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')', ']', '}', '»', '”', '’', '*', '_']);
+    core.ends_with(['?', '？', '⁉'])
 }
 
 fn hash_text(text: &str) -> u64 {

@@ -27,7 +27,7 @@ pub use config::{EndpointPolicy, TurnConfig};
 pub use endpoint::{Completeness, ControlWord, completeness, control_word};
 pub use engine::{State, TurnEngine, TurnSnapshot};
 pub use prompt::{Prompt, PromptTurn, Role};
-pub use rhythm::PersonRhythm;
+pub use rhythm::{PAUSE_MS, PersonRhythm};
 
 use crate::time::Millis;
 

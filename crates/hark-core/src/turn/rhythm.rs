@@ -1,7 +1,7 @@
 //! The person's rhythm, learned online: how long they pause within a burst, and how fast they
 //! answer the agent (conversation tempo).
 
-/// A person's timing, learned online and small enough to persist as five numbers.
+/// A person's timing, learned online and small enough to persist as seven numbers.
 ///
 /// Both statistics are exponentially weighted moving averages of the natural log of a duration in
 /// milliseconds, so one long pause moves them little and they follow a person who changes pace.
@@ -22,7 +22,19 @@ pub struct PersonRhythm {
     pub reply_log_mean: f64,
     /// Latencies learned so far.
     pub reply_samples: u32,
+    /// Share of the gaps (same weights) longer than [`PAUSE_MS`]: how often this person stops to
+    /// think in the middle of a burst. With typing leases it tells the people who resume at once
+    /// (a reply may follow their bubble quickly) from those who pause and go on.
+    pub pause_rate: f64,
+    /// Times the person was seen starting to type: their client sends typing leases, so their
+    /// silence after a bubble means something.
+    pub typing_starts: u32,
 }
+
+/// A quiet gap within a burst longer than this is a pause (for [`PersonRhythm::pause_rate`]):
+/// about the time a reply takes to go out after a short window, so a pause this long lets a
+/// reply slip in before the person goes on.
+pub const PAUSE_MS: u64 = 2000;
 
 /// Gaps shorter than this are learned as this: chat logs have one-second timestamps, and a zero
 /// gap has no logarithm.
@@ -40,6 +52,8 @@ impl PersonRhythm {
         let d = x - self.gap_log_mean;
         self.gap_log_mean += alpha * d;
         self.gap_log_var = (1.0 - alpha) * (self.gap_log_var + alpha * d * d);
+        let paused = if gap_ms > PAUSE_MS { 1.0 } else { 0.0 };
+        self.pause_rate += alpha * (paused - self.pause_rate);
         self.gap_samples = self.gap_samples.saturating_add(1);
     }
 
@@ -49,6 +63,11 @@ impl PersonRhythm {
         let alpha = alpha(self.reply_samples);
         self.reply_log_mean += alpha * (x - self.reply_log_mean);
         self.reply_samples = self.reply_samples.saturating_add(1);
+    }
+
+    /// Notes that the person started typing (a typing lease that was not already held).
+    pub fn observe_typing_start(&mut self) {
+        self.typing_starts = self.typing_starts.saturating_add(1);
     }
 
     /// The typical (median) gap in ms, if any gap was learned.

@@ -522,6 +522,8 @@ fn rhythm_to_json(rhythm: &PersonRhythm) -> String {
         "gap_samples": rhythm.gap_samples,
         "reply_log_mean": rhythm.reply_log_mean,
         "reply_samples": rhythm.reply_samples,
+        "pause_rate": rhythm.pause_rate,
+        "typing_starts": rhythm.typing_starts,
     })
     .to_string()
 }
@@ -534,6 +536,11 @@ fn rhythm_from_json(text: &str) -> Option<PersonRhythm> {
         gap_samples: v["gap_samples"].as_u64()? as u32,
         reply_log_mean: v["reply_log_mean"].as_f64()?,
         reply_samples: v["reply_samples"].as_u64()? as u32,
+        // Fields added later: a state saved before them starts from the defaults.
+        pause_rate: v["pause_rate"]
+            .as_f64()
+            .unwrap_or(PersonRhythm::default().pause_rate),
+        typing_starts: v["typing_starts"].as_u64().unwrap_or(0) as u32,
     })
 }
 

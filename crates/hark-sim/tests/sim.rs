@@ -1,0 +1,198 @@
+//! The simulator end to end: metrics computed by hand on a tiny trace, typing synthesis,
+//! determinism and the JSON shape.
+
+use std::path::{Path, PathBuf};
+
+use hark_core::turn::{cadence_ms, split_bubbles};
+use hark_sim::policy::Policy;
+use hark_sim::report::{PolicyReport, to_json};
+use hark_sim::sim::LlmModel;
+use hark_sim::trace::{ConversationBuilder, EventKind, Trace};
+use hark_sim::{SimArgs, evaluate, simulate, typing};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+const LLM: LlmModel = LlmModel {
+    ttft_ms: 600,
+    tokens_per_s: 40.0,
+    reply_tokens: 20,
+};
+
+/// Ann: "hey" at 1 s, types from 4 s, "so what about dinner?" at 6 s (turn 1, ends at 6 s).
+/// Bob: "pizza" at 31 s (turn 2). Ann: "ok." at 61 s (turn 3).
+fn tiny() -> Trace {
+    let mut b = ConversationBuilder::new("c1");
+    b.message("ann", 1000, "hey", None);
+    b.typing("ann", 4000, true);
+    b.message("ann", 6000, "so what about dinner?", None);
+    b.message("bob", 31_000, "pizza", None);
+    b.message("ann", 61_000, "ok.", None);
+    Trace::from_conversations(vec![b.build()])
+}
+
+fn run(trace: &Trace, policy: &str) -> PolicyReport {
+    let p = Policy::parse(policy).unwrap();
+    simulate(trace, &[p], &LLM, 1, false).remove(0)
+}
+
+/// The engine shows typing for the first bubble from the commit: the bubble goes out at
+/// commit + max(generation, cadence). Generation is 600 + 20 / 40 s = 1100 ms; the first bubble
+/// is 41 characters, typed at 30 chars/s: 1366 ms.
+const CADENCE: u64 = 1366;
+
+#[test]
+fn the_stand_in_llm() {
+    assert_eq!(LLM.generation_ms(), 1100);
+    let bubbles = split_bubbles(&LLM.reply(7), 4);
+    assert_eq!(bubbles.len(), 2);
+    assert_eq!(bubbles[0].chars().count(), 41);
+    assert_eq!(cadence_ms(41, 30, 400, 3000), CADENCE);
+    assert_ne!(LLM.reply(7), LLM.reply(8), "each epoch says something new");
+    assert_eq!(LLM.reply(7).len(), LLM.reply(8).len());
+}
+
+#[test]
+fn fixed_by_hand() {
+    // Turn 1: the 2 s debounce closes at 3 s, before "so what about dinner?" (6 s): the reply
+    // (read only "hey") goes out at 3 s + 1366 ms. Premature. The second bubble waits for the
+    // next turn: a second generation. Turns 2 and 3: one bubble each, commit at end + 2 s,
+    // first bubble at end + 2 s + 1366 ms.
+    let r = run(&tiny(), "fixed:2000");
+    assert_eq!(r.turns, 3);
+    assert_eq!(r.premature, 1);
+    assert_eq!(r.dead_air_ms, [2000 + CADENCE, 2000 + CADENCE]);
+    assert_eq!(r.endpoint_ms, [2000, 2000]);
+    assert_eq!(r.llm_calls, 4);
+    assert_eq!(r.wasted_tokens, 0.0);
+    assert_eq!(r.dead_air(0.5), Some(2000 + CADENCE));
+}
+
+#[test]
+fn typing_by_hand() {
+    // Turn 1: the 2 s window after "hey" closes at 3 s: commit, generation until 4.1 s. Ann types
+    // from 4 s, so the deliver-time recheck holds the reply; "so what about dinner?" at 6 s
+    // supersedes it (20 tokens wasted, not premature) and the burst is collected again: commit at
+    // 8 s, first bubble at 8 s + 1366 ms. Turns 2 and 3 as under fixed:2000.
+    let r = run(&tiny(), "typing");
+    assert_eq!(r.premature, 0);
+    assert_eq!(r.dead_air_ms, [2000 + CADENCE; 3]);
+    assert_eq!(r.endpoint_ms, [2000; 3]);
+    assert_eq!(r.llm_calls, 4);
+    assert_eq!(r.wasted_tokens, 20.0);
+
+    // Without the deliver-time recheck nothing holds the reply: it goes out at 3 s + 1366 ms,
+    // while Ann is typing the rest of her turn. Premature.
+    let r = run(&tiny(), "typing-nobargein");
+    assert_eq!(r.premature, 1);
+    assert_eq!(r.dead_air_ms, [2000 + CADENCE; 2]);
+
+    // Hidden typing: the recheck has nothing to hold on, the reply crosses Ann's typing.
+    let r = run(&tiny(), "typing-notyping");
+    assert_eq!(r.premature, 1);
+}
+
+#[test]
+fn oracle_by_hand() {
+    // Commits exactly at every turn's end: endpoint delay 0, dead air = max(generation, cadence).
+    let r = run(&tiny(), "oracle");
+    assert_eq!(r.premature, 0);
+    assert_eq!(r.endpoint_ms, [0; 3]);
+    assert_eq!(r.dead_air_ms, [CADENCE; 3]);
+    assert_eq!(r.llm_calls, 3);
+    assert_eq!(r.wasted_tokens, 0.0);
+}
+
+#[test]
+fn typing_synthesis() {
+    let mut b = ConversationBuilder::new("c");
+    b.message("ann", 10_000, "hello there", None); // 11 chars: 3667 ms at 3 cps
+    b.message("ann", 11_000, "how are you", None); // would start at 7333: not before 10 s
+    b.message("ann", 11_000, "x", None); // the same instant: no room to type
+    b.message("bob", 200_000, "y".repeat(300), None); // 100 s at 3 cps, clamped to 60 s
+    b.message("ann", 201_000, "", Some(hark_core::turn::Attachment::Photo)); // no text
+    let mut c = b.build();
+    assert!(typing::synthesise(&mut c, 3.0));
+    let typing: Vec<(u64, usize)> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Typing(true))
+        .map(|e| (e.ts_ms, e.sender))
+        .collect();
+    assert_eq!(typing, [(10_000 - 3667, 0), (10_000, 0), (140_000, 1)]);
+    assert!(c.events.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+    // A conversation with typing of its own is left alone.
+    assert!(!typing::synthesise(&mut c, 3.0));
+}
+
+fn args() -> SimArgs {
+    let mut a = SimArgs::new(fixture("chat.jsonl"));
+    a.typing_cps = Some(3.0);
+    a
+}
+
+#[test]
+fn deterministic_whatever_the_threads() {
+    let mut one = args();
+    one.jobs = Some(1);
+    let mut three = args();
+    three.jobs = Some(3);
+    let (s1, r1) = evaluate(&one, false).unwrap();
+    let (s3, r3) = evaluate(&three, false).unwrap();
+    let (s3b, r3b) = evaluate(&three, false).unwrap();
+    let a = to_json(&s1, &r1).to_string();
+    assert_eq!(a, to_json(&s3, &r3).to_string());
+    assert_eq!(a, to_json(&s3b, &r3b).to_string());
+}
+
+#[test]
+fn json_shape() {
+    let (summary, reports) = evaluate(&args(), false).unwrap();
+    let v = to_json(&summary, &reports);
+    let trace = &v["trace"];
+    assert_eq!(trace["format"], "jsonl");
+    assert_eq!(trace["conversations"], 2);
+    assert_eq!(trace["skipped_one_sender"], 1);
+    assert_eq!(trace["messages"], 6);
+    assert_eq!(trace["turns"], 5);
+    let policies = v["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), hark_sim::policy::DEFAULT_POLICIES.len());
+    assert_eq!(policies[0]["policy"], "fixed:800");
+    for p in policies {
+        assert!(p["policy"].is_string());
+        assert_eq!(p["turns"], 5);
+        assert!(p["premature_rate"].is_f64());
+        for key in ["dead_air_ms", "endpoint_delay_ms"] {
+            for q in ["p50", "p90"] {
+                assert!(p[key][q].is_u64() || p[key][q].is_null(), "{key}.{q}: {p}");
+            }
+        }
+        assert!(p["llm_calls_per_turn"].is_number());
+        assert!(p["wasted_tokens_per_turn"].is_number());
+    }
+    let oracle = policies.iter().find(|p| p["policy"] == "oracle").unwrap();
+    assert_eq!(oracle["premature_rate"], 0.0);
+    assert_eq!(oracle["endpoint_delay_ms"]["p90"], 0);
+    assert!(matches!(v, Value::Object(ref o) if o.len() == 2));
+}
+
+#[test]
+fn typing_before_the_first_message_reaches_the_engine() {
+    // The conversation opens with Ann typing: the engine learns that she types, so her first
+    // statement (no question, no pause rate learned yet) waits for the hard cap instead of the
+    // short window; a policy that hides typing answers after the short window.
+    let mut b = ConversationBuilder::new("c");
+    b.typing("ann", 0, true);
+    b.message("ann", 2000, "i had the best day", None);
+    b.message("bob", 30_000, "tell me", None);
+    let trace = Trace::from_conversations(vec![b.build()]);
+    let seen = run(&trace, "adaptive");
+    let hidden = run(&trace, "adaptive-notyping");
+    // Sorted delays; Bob's "tell me" (no typing) gets the 2 s neutral window either way.
+    assert_eq!(seen.endpoint_ms, [2000, 10_000], "{seen:?}");
+    assert_eq!(hidden.endpoint_ms, [2000, 2000], "{hidden:?}");
+}
