@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 
 use hark_core::protocol::{Limits, ParticipantName};
@@ -43,15 +44,11 @@ async fn serve_http1(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    until_shutdown(
+        builder.serve_connection(TokioIo::new(stream), service),
+        shutdown,
+    )
+    .await;
 }
 
 async fn serve_http2(
@@ -63,7 +60,15 @@ async fn serve_http2(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_HTTP2_STREAMS);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    until_shutdown(
+        builder.serve_connection(TokioIo::new(stream), service),
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves a connection until it ends; on shutdown, lets its requests in flight finish first.
+async fn until_shutdown<C: GracefulConnection>(connection: C, shutdown: CancellationToken) {
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
