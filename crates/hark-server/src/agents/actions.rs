@@ -459,7 +459,10 @@ impl ActionAgent {
             }
             _ => Step::Continue,
         };
-        (render_for_model(&envelope), false, step)
+        // The same text an MCP client's model reads for the same result.
+        let text =
+            crate::mcp::render::envelope(&crate::wire::envelope(&envelope), Some(self.me.as_str()));
+        (text, false, step)
     }
 
     fn sent(&mut self, seq: u64, text: &str) {
@@ -527,56 +530,6 @@ pub fn take_sentence(pending: &mut String) -> Option<String> {
         }
     }
     None
-}
-
-/// An envelope as a model reads it: what arrived, then what the action did.
-pub fn render_for_model(envelope: &Envelope) -> String {
-    let mut out = String::new();
-    if !envelope.incoming.is_empty() {
-        out.push_str("New since you last looked:\n");
-        for m in &envelope.incoming {
-            out.push_str(&format!("[{}] {}: {}\n", m.seq, m.from, m.text));
-        }
-        if envelope.more_incoming {
-            out.push_str("(more are waiting)\n");
-        }
-    }
-    let line = match &envelope.result {
-        ActionResult::Append {
-            appended_chars,
-            notice,
-            ..
-        } => match notice {
-            Some(notice) => format!("Appended {appended_chars} characters. {notice}"),
-            None => format!("Appended {appended_chars} characters."),
-        },
-        ActionResult::Undo { removed } => format!("Removed the last segment: «{removed}»."),
-        ActionResult::Reset { discarded_chars } => {
-            format!("Draft emptied ({discarded_chars} characters discarded).")
-        }
-        ActionResult::Preview { text } => format!("Your draft reads: «{text}»"),
-        ActionResult::Sent { message, duplicate } => {
-            if *duplicate {
-                format!("Already sent earlier as message {}.", message.seq)
-            } else {
-                format!("Sent as message {}.", message.seq)
-            }
-        }
-        ActionResult::Held { .. } => format!(
-            "Your push was held: {} new message(s) arrived — read them, then push again to send \
-             as is, or revise.",
-            envelope.incoming.len()
-        ),
-        ActionResult::Check { timed_out: true } => "Nothing new; call check again.".into(),
-        ActionResult::Check { timed_out: false } => "Something new arrived (above).".into(),
-        ActionResult::Done => "Done.".into(),
-    };
-    out.push_str(&line);
-    out.push_str(&format!(
-        " (draft: {} segments, {} characters)",
-        envelope.draft.segments, envelope.draft.chars
-    ));
-    out
 }
 
 fn action_tools(streaming: bool) -> Vec<ToolSpec> {

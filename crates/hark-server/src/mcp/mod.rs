@@ -21,7 +21,7 @@ mod handler;
 pub(crate) mod http;
 mod local;
 mod remote;
-mod render;
+pub(crate) mod render;
 
 use std::borrow::Cow;
 use std::sync::Arc;
