@@ -668,3 +668,45 @@ async fn http2_clients_with_prior_knowledge_are_served() {
     let body: Value = woken.json().await.unwrap();
     assert_eq!(body["incoming"][0]["text"], "over h2");
 }
+
+#[tokio::test]
+async fn tokens_are_stored_only_as_digests_and_open_only_their_conversation() {
+    let s = TestServer::start().await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    let other = s.create(&[("mallory", "human")]).await;
+    s.act(&c, "alice", "send", json!({"text": "for bob only"}))
+        .await;
+
+    // No token appears anywhere in the database files, write-ahead log included.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("hark.db")
+        {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!stored.is_empty());
+    for (_, token) in c.tokens.iter().chain(&other.tokens) {
+        let secret = token.trim_start_matches("hark_").as_bytes();
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret),
+            "a token is stored in clear"
+        );
+    }
+
+    // Another conversation's token reads and hears nothing here.
+    let mallory = Some(other.token("mallory"));
+    for path in [
+        format!("/v1/conversations/{}/messages", c.id),
+        format!("/v1/conversations/{}/events", c.id),
+        format!("/v1/conversations/{}", c.id),
+    ] {
+        let (status, body) = s.get(&path, mallory).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{path}");
+    }
+}
