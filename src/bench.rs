@@ -49,7 +49,7 @@ struct ChildServer {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (base, _server) = match &args.url {
+    let (base, server) = match &args.url {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let (url, server) = start_server().await?;
@@ -57,7 +57,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(checks) = args.checks {
-        let pid = _server.as_ref().and_then(|s| s.child.id());
+        let pid = server.as_ref().and_then(|s| s.child.id());
         return park_checks(
             &base,
             args.admin_token.as_deref(),
@@ -178,7 +178,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    let server_cpu_s = _server
+    let server_cpu_s = server
         .as_ref()
         .and_then(|s| s.child.id())
         .and_then(cpu_seconds);

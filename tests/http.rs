@@ -437,24 +437,9 @@ async fn check_wakes_on_another_participants_push_and_times_out_otherwise() {
     assert_eq!(status, 200);
     assert_eq!(quiet["result"]["timed_out"], true);
 
-    let waiting = {
-        let (url, id, token) = (s.url.clone(), c.id.clone(), c.token("bob").to_owned());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{url}/v1/conversations/{id}/check"))
-                .bearer_auth(token)
-                .json(&json!({"timeout_ms": 60_000}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    // Make sure the check is parked before alice sends (it reports itself as composing-free;
-    // the only observable is that it has not returned yet).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = s.spawn_check(&c, "bob");
+    // The check is parked (the description lists bob as checking) before alice sends.
+    s.until_checking(&c, "bob", true).await;
     assert!(!waiting.is_finished());
     s.act(&c, "alice", "send", json!({"text": "wake up"})).await;
     let woken = tokio::time::timeout(Duration::from_secs(30), waiting)
@@ -607,22 +592,8 @@ async fn sigterm_ends_event_streams_and_waiting_checks() {
     let mut s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
     let mut events = s.events(&c, "alice", None).await;
-    let waiting = {
-        let (url, id, token) = (s.url.clone(), c.id.clone(), c.token("bob").to_owned());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{url}/v1/conversations/{id}/check"))
-                .bearer_auth(token)
-                .json(&json!({"timeout_ms": 60_000}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = s.spawn_check(&c, "bob");
+    s.until_checking(&c, "bob", true).await;
     let exit = s.terminate().await;
     assert_eq!(exit, Some(0));
     let check = waiting.await.unwrap();

@@ -40,45 +40,6 @@ fn keys(value: &Value) -> Vec<&str> {
     keys
 }
 
-/// Polls the conversation's description until `who` is waiting in `check` (bounded: a check
-/// that never arrives fails the test instead of hanging it).
-async fn until_checking(s: &TestServer, c: &Conversation, who: &str) {
-    let path = format!("/v1/conversations/{}", c.id);
-    for _ in 0..3_000 {
-        // No token: admin routes are open on a loopback test server, and not rate-limited.
-        let (status, described) = s.get(&path, None).await;
-        assert_eq!(status, 200, "{described}");
-        if described["checking"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n == who)
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{who} never started waiting in check");
-}
-
-/// Polls until `who` no longer waits in `check` (bounded).
-async fn until_not_checking(s: &TestServer, c: &Conversation, who: &str) {
-    let path = format!("/v1/conversations/{}", c.id);
-    for _ in 0..3_000 {
-        let (_, described) = s.get(&path, None).await;
-        if !described["checking"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n == who)
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{who}'s abandoned check was never withdrawn");
-}
-
 /// Lists the tools, calls every one of them as bob, and shows what alice does over plain HTTP
 /// arriving in bob's tool results.
 async fn every_tool_as_bob(s: &TestServer, c: &Conversation, bob: &mut McpClient) {
@@ -317,7 +278,7 @@ async fn check_wakes_on_push(
         .start_call("check", json!({"timeout_ms": 60_000}))
         .await;
     writer.call("append", json!({"text": text})).await;
-    until_checking(s, c, waiter_name).await;
+    s.until_checking(c, waiter_name, true).await;
     let sent = writer.call("push", json!({})).await;
     assert_eq!(ok(&sent)["result"]["message"]["seq"], seq);
 
@@ -509,10 +470,10 @@ async fn an_abandoned_mcp_check_hands_nothing_over() {
             "read_timeout_seconds": 1,
         }))
         .await;
-        until_checking(&s, &c, "bob").await;
+        s.until_checking(&c, "bob", true).await;
         let gave_up = bob.recv_raw().await;
         assert!(gave_up.get("exception").is_some(), "{gave_up}");
-        until_not_checking(&s, &c, "bob").await;
+        s.until_checking(&c, "bob", false).await;
 
         let text = format!("are you still there ({transport})?");
         s.act(&c, "alice", "send", json!({"text": text})).await;
@@ -532,7 +493,7 @@ async fn shutdown_answers_a_waiting_mcp_check_and_ends_the_session() {
     assert_eq!(bob.list_tools().await.len(), 8);
     bob.call("whoami", json!({})).await;
     bob.start_call("check", json!({"timeout_ms": 60_000})).await;
-    until_checking(&s, &c, "bob").await;
+    s.until_checking(&c, "bob", true).await;
     assert_eq!(s.terminate().await, Some(0));
     let answer = bob.finish_call().await;
     assert_eq!(ok(&answer)["result"], json!({"timed_out": true}));

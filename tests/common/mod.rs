@@ -158,6 +158,46 @@ impl TestServer {
         )
     }
 
+    /// Starts a `check` (60 s) as `who` in the background; the handle yields its envelope.
+    pub fn spawn_check(&self, c: &Conversation, who: &str) -> tokio::task::JoinHandle<Value> {
+        let url = format!("{}/v1/conversations/{}/check", self.url, c.id);
+        let (client, token) = (self.client.clone(), c.token(who).to_owned());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"timeout_ms": 60_000}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// Polls the conversation's description until `who` is (or, with `waiting: false`, is no
+    /// longer) waiting in `check`. Bounded: a check that never arrives fails the test instead
+    /// of hanging it.
+    pub async fn until_checking(&self, c: &Conversation, who: &str, waiting: bool) {
+        let path = format!("/v1/conversations/{}", c.id);
+        for _ in 0..3_000 {
+            // No token: admin routes are open on a loopback test server, and not rate-limited.
+            let (status, described) = self.get(&path, None).await;
+            assert_eq!(status, 200, "{described}");
+            let listed = described["checking"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == who);
+            if listed == waiting {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{who} never reached checking = {waiting}");
+    }
+
     /// Opens the event stream of `c` as `who`, with an optional Last-Event-ID.
     pub async fn events(&self, c: &Conversation, who: &str, last_event_id: Option<u64>) -> Events {
         let mut request = self

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 
-use hark_core::protocol::{Limits, ParticipantName};
+use hark_core::protocol::Limits;
 use hark_store::{Store, TokenOwner};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -303,12 +303,7 @@ impl Server {
         conversation: &str,
         name: &str,
     ) -> Result<Arc<dyn ParticipantSession>, ToolError> {
-        let name = ParticipantName::parse(name).map_err(|e| {
-            ToolError::new(
-                "bad_request",
-                format!("Bad participant name {name:?}: {e}."),
-            )
-        })?;
+        let name = routes::participant_name(name)?;
         let handle = routes::conversation(&self.state, conversation).await?;
         let description = handle.describe().await.map_err(routes::act_error)?;
         let Some(kind) = description

@@ -101,10 +101,11 @@ async fn create_conversation(
     }
     let mut participants = Vec::with_capacity(request.participants.len());
     for p in request.participants {
-        let name = ParticipantName::parse(&p.name).map_err(|e| {
-            ApiError::bad_request(format!("Bad participant name {:?}: {e}.", p.name))
-        })?;
-        participants.push((name, ParticipantKind::from(p.kind), p.agent));
+        participants.push((
+            participant_name(&p.name)?,
+            ParticipantKind::from(p.kind),
+            p.agent,
+        ));
     }
     let (id, listed) = create_listed(&state, request.title.clone(), participants).await?;
     let body = json!({ "id": id, "title": request.title, "participants": listed });
@@ -184,9 +185,7 @@ async fn add_participant(
     state.auth.require_admin(&headers, &*state.store).await?;
     let body = read_body(&state, &headers, body).await?;
     let requested: wire::NewParticipant = wire::parse(&body)?;
-    let name = ParticipantName::parse(&requested.name).map_err(|e| {
-        ApiError::bad_request(format!("Bad participant name {:?}: {e}.", requested.name))
-    })?;
+    let name = participant_name(&requested.name)?;
     let (participant, token) =
         new_participant(&state, name, requested.kind.into(), requested.agent)?;
     let handle = conversation(&state, &id).await?;
@@ -417,6 +416,12 @@ pub(crate) async fn read_body(
             "The request body did not arrive in time: send it at once.",
         )),
     }
+}
+
+/// A participant name from a request, or the 400 that says what a name may be.
+pub(crate) fn participant_name(raw: &str) -> Result<ParticipantName, ApiError> {
+    ParticipantName::parse(raw)
+        .map_err(|e| ApiError::bad_request(format!("Bad participant name {raw:?}: {e}.")))
 }
 
 fn new_participant(
