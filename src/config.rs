@@ -91,29 +91,14 @@ pub struct AgentSection {
     pub first_token_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_retries: Option<u32>,
+    /// `[agent.turn]`: any knob of the turn engine by its name (`hark_core::turn::TurnConfig::KNOBS`,
+    /// SPEC.md section 6.1); checked when the agent is built.
     #[serde(default)]
-    pub turn: TurnSection,
+    pub turn: toml::Table,
 }
 
 fn default_mode() -> String {
     "reply".to_owned()
-}
-
-/// `[agent.turn]`: the turn engine's knobs (SPEC.md section 6.1), all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TurnSection {
-    pub window_complete_ms: Option<u64>,
-    pub window_partial_ms: Option<u64>,
-    pub window_neutral_ms: Option<u64>,
-    pub window_hard_cap_ms: Option<u64>,
-    pub typing_grace_ms: Option<u64>,
-    pub typing_timeout_ms: Option<u64>,
-    pub speculate: Option<bool>,
-    pub max_spec_restarts: Option<u32>,
-    pub bargein_recheck: Option<bool>,
-    pub max_bubbles: Option<u32>,
-    pub typing_cps: Option<u32>,
 }
 
 impl AgentSection {
@@ -176,33 +161,14 @@ impl AgentSection {
         if let Some(v) = self.max_turns {
             config.max_turns = v;
         }
-        let t = &self.turn;
-        let turn = &mut config.turn;
-        let set = |slot: &mut u64, v: Option<u64>| {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        };
-        set(&mut turn.window_complete_ms, t.window_complete_ms);
-        set(&mut turn.window_partial_ms, t.window_partial_ms);
-        set(&mut turn.window_neutral_ms, t.window_neutral_ms);
-        set(&mut turn.window_hard_cap_ms, t.window_hard_cap_ms);
-        set(&mut turn.typing_grace_ms, t.typing_grace_ms);
-        set(&mut turn.typing_timeout_ms, t.typing_timeout_ms);
-        if let Some(v) = t.speculate {
-            turn.speculate = v;
-        }
-        if let Some(v) = t.max_spec_restarts {
-            turn.max_spec_restarts = v;
-        }
-        if let Some(v) = t.bargein_recheck {
-            turn.bargein_recheck = v;
-        }
-        if let Some(v) = t.max_bubbles {
-            turn.max_bubbles = v;
-        }
-        if let Some(v) = t.typing_cps {
-            turn.typing_cps = v;
+        for (key, value) in &self.turn {
+            let value = knob_value(value).with_context(|| {
+                format!("agent {name}: [agent.turn] {key} is not a plain value")
+            })?;
+            config
+                .turn
+                .set(key, &value)
+                .with_context(|| format!("agent {name}: [agent.turn]"))?;
         }
         Ok(hark_server::agents::AgentSpec {
             config,
@@ -238,5 +204,59 @@ impl ConfigFile {
             limits.typing_timeout_ms = v;
         }
         limits
+    }
+}
+
+/// A TOML value as a turn engine knob's value: only plain scalars are knobs.
+fn knob_value(value: &toml::Value) -> Option<hark_core::turn::KnobValue> {
+    use hark_core::turn::KnobValue;
+    match value {
+        toml::Value::Boolean(v) => Some(KnobValue::Bool(*v)),
+        toml::Value::Integer(v) => Some(KnobValue::Integer(*v)),
+        toml::Value::Float(v) => Some(KnobValue::Float(*v)),
+        toml::Value::String(v) => Some(KnobValue::Text(v.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(turn: &str) -> AgentSection {
+        let text = format!(
+            "[[agent]]\nname = \"coach\"\nprovider = \"openai\"\nmodel = \"m\"\n[agent.turn]\n{turn}"
+        );
+        let mut file: ConfigFile = toml::from_str(&text).expect("parses");
+        file.agent.remove(0)
+    }
+
+    #[test]
+    fn every_turn_knob_is_read_by_name() {
+        let spec = agent(
+            "window_complete_ms = 650\nendpoint = \"typing:2000\"\nmax_bubbles = 3.0\nuse_tempo = false",
+        )
+        .build()
+        .expect("builds");
+        let turn = &spec.config.turn;
+        assert_eq!(turn.window_complete_ms, 650);
+        assert_eq!(
+            turn.endpoint,
+            hark_core::turn::EndpointPolicy::Typing { window_ms: 2000 }
+        );
+        assert_eq!(turn.max_bubbles, 3);
+        assert!(!turn.use_tempo);
+    }
+
+    #[test]
+    fn bad_turn_knobs_are_refused_with_a_sentence() {
+        for (turn, says) in [
+            ("window_ms = 5", "\"window_ms\" is not a turn engine knob"),
+            ("speculate = \"yes\"", "the knob speculate takes true or false"),
+            ("max_bubbles = [1]", "max_bubbles is not a plain value"),
+        ] {
+            let err = format!("{:#}", agent(turn).build().err().expect(turn));
+            assert!(err.contains(says), "{turn}: {err}");
+        }
     }
 }

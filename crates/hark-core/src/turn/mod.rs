@@ -19,13 +19,15 @@ mod bubbles;
 mod config;
 mod endpoint;
 mod engine;
+mod id;
 mod prompt;
 mod rhythm;
 
 pub use bubbles::{cadence_ms, split_bubbles};
-pub use config::{EndpointPolicy, TurnConfig};
+pub use config::{BadEndpointPolicy, EndpointPolicy, Knob, KnobError, KnobValue, TurnConfig};
 pub use endpoint::{Completeness, ControlWord, completeness, control_word};
 pub use engine::{State, TurnEngine, TurnSnapshot};
+pub use id::{NotATurnId, TurnId};
 pub use prompt::{Prompt, PromptTurn, Role};
 pub use rhythm::{PAUSE_MS, PersonRhythm};
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hark_core::protocol::{Action, ActionResult, Event, Message, ParticipantName};
 use hark_core::turn::{
-    GenerationResult, Input, LogMessage, Output, PersonRhythm, Prompt, Role, TurnEngine,
+    GenerationResult, Input, LogMessage, Output, PersonRhythm, Prompt, Role, TurnEngine, TurnId,
     TurnOutcome, TurnSnapshot,
 };
 use hark_llm::{ChatMessage, ChatRequest, StreamEvent, ToolSpec};
@@ -92,11 +92,9 @@ async fn restore(
     let mut epoch = saved.as_ref().map_or(0, |s| s.epoch);
     let mut answered_up_to = saved.as_ref().map_or(0, |s| s.answered_up_to);
     for message in history.iter().filter(|m| &m.from == me) {
-        if let Some((bubble_epoch, read_up_to)) =
-            message.client_id.as_deref().and_then(parse_turn_id)
-        {
-            epoch = epoch.max(bubble_epoch);
-            answered_up_to = answered_up_to.max(read_up_to);
+        if let Some(id) = turn_id(message) {
+            epoch = epoch.max(id.epoch);
+            answered_up_to = answered_up_to.max(id.read_up_to);
         }
     }
     let rhythm = saved
@@ -213,11 +211,7 @@ impl Driver {
         if message.from == self.me {
             // The engine learns of its own bubbles from `BubbleDelivered`; anything else this
             // participant sent (a notice) is an agent message it did not produce.
-            let own_bubble = message
-                .client_id
-                .as_deref()
-                .and_then(parse_turn_id)
-                .is_some();
+            let own_bubble = turn_id(&message).is_some();
             if !own_bubble {
                 self.engine.handle_input(
                     now(),
@@ -305,7 +299,12 @@ impl Driver {
                     of,
                 } => {
                     tracing::debug!(epoch, index, of, "bubble goes out");
-                    let client_id = format!("turn-{epoch}-{index}-r{read_up_to}");
+                    let client_id = TurnId {
+                        epoch,
+                        index,
+                        read_up_to,
+                    }
+                    .to_string();
                     if let Some(seq) = self.send(text, client_id).await {
                         if seq > self.last_seq {
                             self.last_seq = seq;
@@ -491,14 +490,9 @@ pub fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
     }
 }
 
-/// `turn-{epoch}-{index}-r{read_up_to}` → `(epoch, read_up_to)`.
-pub fn parse_turn_id(client_id: &str) -> Option<(u64, u64)> {
-    let rest = client_id.strip_prefix("turn-")?;
-    let mut parts = rest.split('-');
-    let epoch = parts.next()?.parse().ok()?;
-    let _index: u32 = parts.next()?.parse().ok()?;
-    let read_up_to = parts.next()?.strip_prefix('r')?.parse().ok()?;
-    Some((epoch, read_up_to))
+/// The turn id of one of the agent's own bubbles, if the message is one.
+fn turn_id(message: &Message) -> Option<TurnId> {
+    message.client_id.as_deref()?.parse().ok()
 }
 
 fn log_message(message: &Message, me: &ParticipantName) -> LogMessage {
@@ -554,13 +548,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn turn_ids_round_trip() {
-        assert_eq!(parse_turn_id("turn-12-0-r40"), Some((12, 40)));
-        assert_eq!(parse_turn_id("turn-12-0"), None);
-        assert_eq!(parse_turn_id("notice-3"), None);
-    }
 
     #[test]
     fn rhythm_round_trips_through_json() {
