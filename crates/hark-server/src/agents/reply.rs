@@ -211,7 +211,7 @@ impl Driver {
         if message.from == self.me {
             // The engine learns of its own bubbles from `BubbleDelivered`; anything else this
             // participant sent (a notice) is an agent message it did not produce.
-            let own_bubble = turn_id(&message).is_some();
+            let own_bubble = turn_id(message).is_some();
             if !own_bubble {
                 self.engine.handle_input(
                     now(),
