@@ -15,6 +15,7 @@ use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent_state;
 use crate::{
     AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
     StoredConversation, StoredParticipant, TokenHash, TokenOwner,
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
 const MAX_JOBS_PER_COMMIT: usize = 2048;
 const READ_CONNECTIONS: usize = 4;
 
+/// The embedded [`Store`]: one SQLite file in WAL mode, one writer thread doing group commit.
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -113,6 +115,7 @@ impl SqliteStore {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -240,7 +243,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut statement = c
                 .prepare_cached(
-                    "SELECT conversation_id, name, agent FROM participants
+                    "SELECT conversation_id, name, agent, kind FROM participants
                      WHERE agent IS NOT NULL ORDER BY conversation_id, position",
                 )
                 .map_err(unavailable)?;
@@ -250,15 +253,17 @@ impl Store for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
                     ))
                 })
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (conversation, name, agent) = row.map_err(unavailable)?;
+                let (conversation, name, agent, kind) = row.map_err(unavailable)?;
                 out.push(AgentParticipant {
                     conversation,
                     name: parse_name(&name)?,
+                    kind: parse_kind(&kind)?,
                     agent,
                 });
             }
@@ -283,7 +288,7 @@ impl Store for SqliteStore {
                     Ok(AgentState {
                         epoch: r.get::<_, i64>(0)? as u64,
                         answered_up_to: r.get::<_, i64>(1)? as u64,
-                        rhythm: r.get(2)?,
+                        rhythm: agent_state::decode_rhythm(&r.get::<_, String>(2)?),
                     })
                 })
                 .optional()
@@ -438,7 +443,7 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
                     participant.as_str(),
                     state.epoch as i64,
                     state.answered_up_to as i64,
-                    state.rhythm
+                    agent_state::encode_rhythm(&state.rhythm)
                 ])
             })
             .map(drop)
