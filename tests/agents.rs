@@ -66,7 +66,7 @@ async fn create(server: &TestServer) -> Conversation {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    let conversation = Conversation {
+    Conversation {
         id: created["id"].as_str().unwrap().to_owned(),
         tokens: created["participants"]
             .as_array()
@@ -79,8 +79,7 @@ async fn create(server: &TestServer) -> Conversation {
                 )
             })
             .collect(),
-    };
-    conversation
+    }
 }
 
 async fn say(server: &TestServer, c: &Conversation, text: &str) -> u64 {
@@ -378,7 +377,10 @@ async fn the_endpoint_model_is_asked_over_the_wire_and_its_key_is_never_logged()
     assert_eq!(next_from_coach(&mut events).await["text"], "Go on.");
 
     let requests = stand_in.requests();
-    let verdicts: Vec<_> = requests.iter().filter(|r| r.body["model"] == "small").collect();
+    let verdicts: Vec<_> = requests
+        .iter()
+        .filter(|r| r.body["model"] == "small")
+        .collect();
     assert_eq!(verdicts.len(), 2, "one question per message");
     for request in &verdicts {
         assert_eq!(
@@ -395,7 +397,10 @@ async fn the_endpoint_model_is_asked_over_the_wire_and_its_key_is_never_logged()
         "the question carries the conversation"
     );
     let log = server.log();
-    assert!(log.contains("endpoint verdict"), "debug logs were on:\n{log}");
+    assert!(
+        log.contains("endpoint verdict"),
+        "debug logs were on:\n{log}"
+    );
     assert!(
         log.contains("the endpoint model failed"),
         "the refusal was logged:\n{log}"

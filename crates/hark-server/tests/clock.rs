@@ -78,13 +78,22 @@ async fn a_wall_clock_set_back_neither_hangs_check_nor_stamps_backwards() {
         .await
         .unwrap();
     assert_eq!(checked.result, ActionResult::Check { timed_out: true });
-    assert_eq!(started.elapsed(), Duration::from_millis(2_000), "a 2 s check takes 2 s");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(2_000),
+        "a 2 s check takes 2 s"
+    );
 
     // A typing lease lapses after typing_timeout_ms of this run's time.
-    app.act(&sam, Action::Typing { typing: true }).await.unwrap();
+    app.act(&sam, Action::Typing { typing: true })
+        .await
+        .unwrap();
     let reader = app.reader(&hark_server::app::Caller::Admin, &id).unwrap();
     tokio::time::sleep(Duration::from_millis(7_900)).await;
-    assert_eq!(app.describe(&reader).await.unwrap().composing, [name("sam")]);
+    assert_eq!(
+        app.describe(&reader).await.unwrap().composing,
+        [name("sam")]
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(app.describe(&reader).await.unwrap().composing.is_empty());
 

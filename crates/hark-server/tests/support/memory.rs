@@ -107,11 +107,13 @@ fn apply(c: &mut Conversation, effect: &Effect) -> Result<(), StoreError> {
     match effect {
         Effect::InsertMessage(m) => {
             if m.seq != c.messages.len() as u64 + 1 {
-                return Err(StoreError::Unavailable(format!("seq {} out of order", m.seq)));
+                return Err(StoreError::Unavailable(format!(
+                    "seq {} out of order",
+                    m.seq
+                )));
             }
             if m.client_id.is_some()
-                && c
-                    .messages
+                && c.messages
                     .iter()
                     .any(|old| old.from == m.from && old.client_id == m.client_id)
             {
@@ -195,7 +197,10 @@ impl Store for MemoryStore {
                 .conversations
                 .get_mut(conversation)
                 .ok_or(StoreError::NotFound)?;
-            if c.participants.iter().any(|p| p.new.name == participant.name) {
+            if c.participants
+                .iter()
+                .any(|p| p.new.name == participant.name)
+            {
                 return Err(StoreError::NameTaken);
             }
             data.tokens.insert(

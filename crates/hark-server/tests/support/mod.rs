@@ -31,9 +31,7 @@ use std::time::Duration;
 use hark_core::protocol::{Action, Event, ParticipantKind, ParticipantName};
 use hark_core::time::Millis;
 use hark_core::turn::{KnobValue, TurnConfig};
-use hark_server::agents::{
-    Activity, AgentConfig, AgentMode, AgentSpec, EndpointModel, Supervisor,
-};
+use hark_server::agents::{Activity, AgentConfig, AgentMode, AgentSpec, EndpointModel, Supervisor};
 use hark_server::app::{App, Participant};
 use hark_server::{Clock, Server, ServerConfig};
 use serde_json::Value;
@@ -141,7 +139,9 @@ impl World {
             while let Some(activity) = activities.recv().await {
                 // Appends and sends show as messages and model requests already.
                 let line = match activity {
-                    Activity::Held { unseen, .. } => format!("coach's push is held ({unseen} unseen)"),
+                    Activity::Held { unseen, .. } => {
+                        format!("coach's push is held ({unseen} unseen)")
+                    }
                     Activity::Interrupted { by, .. } => format!("coach is interrupted by {by:?}"),
                     Activity::Revised { how, .. } => format!("coach revises: {how}"),
                     Activity::Stopped { why, .. } => format!("coach stops: {why}"),
@@ -430,10 +430,7 @@ fn reply(spec: &str) -> Reply {
 /// The JSON value at the start of `text`, and what follows it.
 fn json_prefix(text: &str) -> (Value, &str) {
     let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    let value = values
-        .next()
-        .expect("a JSON value")
-        .expect("valid JSON");
+    let value = values.next().expect("a JSON value").expect("valid JSON");
     (value, &text[values.byte_offset()..])
 }
 

@@ -103,8 +103,10 @@ impl Provider for Model {
         let reply = self.queue.lock().unwrap().pop_front();
         let summary = self.summary(&request);
         let Some(reply) = reply else {
-            self.trace
-                .log(format!("{} ← [{summary}] (nothing scripted: hangs)", self.name));
+            self.trace.log(format!(
+                "{} ← [{summary}] (nothing scripted: hangs)",
+                self.name
+            ));
             return Ok(Box::pin(Scripted::new(self.name, self.trace.clone(), None)));
         };
         self.trace.log(format!("{} ← [{summary}]", self.name));
