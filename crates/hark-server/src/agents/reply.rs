@@ -39,6 +39,9 @@ use crate::clock::Clock;
 const RESTORE_CONTEXT: usize = 80;
 /// Tries to store a bubble before giving it up.
 const SEND_ATTEMPTS: u32 = 3;
+/// What `wait_for_more` waits when the model leaves out `ms` (the engine still bounds it by
+/// `max_wait_for_more_ms`).
+const DEFAULT_WAIT_FOR_MORE_MS: u64 = 3_000;
 /// The shortest typing-lease refresh period, whatever the lease length.
 const MIN_TYPING_REFRESH_MS: u64 = 100;
 
@@ -432,7 +435,9 @@ async fn generate(
                     return Ok(GenerationResult::StaySilent);
                 }
                 StreamEvent::ToolCall(call) if call.name == "wait_for_more" => {
-                    let ms = call.arguments["ms"].as_u64().unwrap_or(3_000);
+                    let ms = call.arguments["ms"]
+                        .as_u64()
+                        .unwrap_or(DEFAULT_WAIT_FOR_MORE_MS);
                     return Ok(GenerationResult::WaitForMore { ms });
                 }
                 StreamEvent::ToolCall(call) => {
@@ -485,9 +490,14 @@ pub(crate) fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
         tools.push(ToolSpec {
             name: "wait_for_more".into(),
             description: "Hold on for the person to go on, up to ms milliseconds.".into(),
+            // The engine bounds the wait by this knob; the schema says so to the model.
             parameters: json!({
                 "type": "object",
-                "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 10000}},
+                "properties": {"ms": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": spec.config.turn.max_wait_for_more_ms
+                }},
                 "required": ["ms"]
             }),
         });
