@@ -51,6 +51,11 @@ impl Clock {
             .saturating_add(millis(self.start.elapsed()))
     }
 
+    /// The monotonic instant now, for leases and rate windows that never need wall time.
+    pub fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
     /// The monotonic instant at which [`Clock::now`] reaches `at`, for arming a timer (in the
     /// past, so at once, if it already has).
     pub fn deadline(&self, at: Millis) -> Instant {

@@ -807,4 +807,54 @@ mod tests {
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].text, "two");
     }
+
+    #[tokio::test]
+    async fn agent_state_round_trips_and_its_marks_never_move_back() {
+        use hark_core::turn::PersonRhythm;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let coach = ParticipantName::parse("coach").unwrap();
+        let mut rhythm = PersonRhythm::default();
+        rhythm.observe_gap(3_000);
+        rhythm.observe_typing_start();
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(store.load_agent_state("c", &coach).await.unwrap(), None);
+            let state = AgentState {
+                epoch: 7,
+                answered_up_to: 12,
+                rhythm,
+            };
+            store.save_agent_state("c", &coach, state).await.unwrap();
+            // An older snapshot (a task that lagged) cannot take the marks back.
+            let older = AgentState {
+                epoch: 3,
+                answered_up_to: 2,
+                rhythm: PersonRhythm::default(),
+            };
+            store.save_agent_state("c", &coach, older).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_agent_state("c", &coach).await.unwrap().unwrap();
+        assert_eq!((loaded.epoch, loaded.answered_up_to), (7, 12));
+        assert_eq!(
+            loaded.rhythm,
+            PersonRhythm::default(),
+            "the rhythm is the latest"
+        );
+        let state = AgentState {
+            epoch: 8,
+            answered_up_to: 13,
+            rhythm,
+        };
+        store
+            .save_agent_state("c", &coach, state.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_agent_state("c", &coach).await.unwrap(),
+            Some(state)
+        );
+    }
 }

@@ -138,7 +138,7 @@ impl ActionAgent {
         while self
             .sent_at
             .front()
-            .is_some_and(|t| t.elapsed() >= RATE_WINDOW)
+            .is_some_and(|t| self.ctx.clock().instant() >= *t + RATE_WINDOW)
         {
             self.sent_at.pop_front();
         }
@@ -463,7 +463,7 @@ impl ActionAgent {
     }
 
     fn sent(&mut self, seq: u64, text: &str) {
-        self.sent_at.push_back(Instant::now());
+        self.sent_at.push_back(self.ctx.clock().instant());
         self.transcript.push((self.me.to_string(), text.to_owned()));
         self.report(Activity::Sent {
             agent: self.me.to_string(),

@@ -362,7 +362,7 @@ impl Driver {
     /// the lease lapses.
     async fn show_typing(&mut self) {
         let refresh = (self.ctx.typing_timeout_ms() / 2).max(MIN_TYPING_REFRESH_MS);
-        self.typing_refresh = Some(Instant::now() + Duration::from_millis(refresh));
+        self.typing_refresh = Some(self.clock.instant() + Duration::from_millis(refresh));
         self.act(Action::Typing { typing: true }).await;
     }
 
