@@ -216,6 +216,15 @@ pub fn to_value<T: Serialize>(value: &T) -> Value {
     })
 }
 
+/// Any wire value as JSON text (what an SSE `data:` line carries), without building a `Value`
+/// first. Like [`to_value`], it cannot fail for these types.
+pub fn to_string<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|error| {
+        tracing::error!(%error, "a wire value did not serialise");
+        "null".to_owned()
+    })
+}
+
 // ---- responses ----------------------------------------------------------------------------------
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-21T09:07:24.512Z`.
@@ -670,21 +679,21 @@ pub struct WireComposing {
 }
 
 /// An event for the SSE stream: its name, its data and, for messages, its id (the seq).
-pub fn event(e: &Event) -> (&'static str, Value, Option<u64>) {
+pub fn event(e: &Event) -> (&'static str, String, Option<u64>) {
     match e {
-        Event::Message(m) => ("message", to_value(&WireMessage::from(&**m)), Some(m.seq)),
+        Event::Message(m) => ("message", to_string(&WireMessage::from(&**m)), Some(m.seq)),
         Event::Composing {
             participant,
             composing,
         } => (
             "composing",
-            to_value(&WireComposing {
+            to_string(&WireComposing {
                 participant: participant.as_str().to_owned(),
                 composing: *composing,
             }),
             None,
         ),
-        Event::Receipt(r) => ("receipt", to_value(&WireReceipt::from(r)), None),
+        Event::Receipt(r) => ("receipt", to_string(&WireReceipt::from(r)), None),
     }
 }
 

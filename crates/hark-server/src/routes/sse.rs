@@ -133,7 +133,7 @@ impl Feeder {
         let event = SseEvent::default()
             .event("message")
             .id(message.seq.to_string())
-            .data(wire::to_value(&wire::WireMessage::from(message)).to_string());
+            .data(wire::to_string(&wire::WireMessage::from(message)));
         self.tx.send(Ok(event)).await.map_err(drop)?;
         self.sent = message.seq;
         Ok(())
@@ -141,7 +141,7 @@ impl Feeder {
 
     async fn send(&mut self, event: &Event) -> Result<(), ()> {
         let (name, data, _) = wire::event(event);
-        let event = SseEvent::default().event(name).data(data.to_string());
+        let event = SseEvent::default().event(name).data(data);
         self.tx.send(Ok(event)).await.map_err(drop)
     }
 }
