@@ -21,11 +21,13 @@ const browser = await puppeteer.launch({
   headless: true,
 });
 const timeout = 15000;
+const notFound = [];
 
 /** A page in its own browser context (its own localStorage), as a separate person would have. */
 async function newPage(viewport) {
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
+  page.on("response", (r) => { if (r.status() === 404) notFound.push(r.url()); });
   await page.setViewport(viewport);
   if (pageOverride) {
     await page.setRequestInterception(true);
@@ -107,6 +109,7 @@ try {
   await alice.click("#new-chat");
   await alice.waitForSelector("#start-view:not([hidden])", { timeout });
   await step("the list keeps the conversation", () => until(alice, () => document.querySelectorAll("#conv-list .conv").length === 1));
+  check("no request answered 404 (favicon included)", notFound.length === 0, JSON.stringify(notFound));
 } catch (e) {
   check("the scenario ran to the end", false, e.stack || String(e));
 } finally {
