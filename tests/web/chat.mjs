@@ -97,6 +97,8 @@ try {
   await alice.goto(url);
   await alice.waitForSelector("#start-view:not([hidden])", timeout);
   check("the start page shows no message box", !(await alice.isVisible("#input")) && !(await alice.isVisible("#send")));
+  check("the page brings its own icon (a browser asks no /favicon.ico)",
+    await alice.$eval('link[rel~="icon"]', (l) => l.href.startsWith("data:image/")).catch(() => false));
 
   // --- Two people: the invite, and who you are ---------------------------------------------------
   await alice.fill("#my-name", "alice");
