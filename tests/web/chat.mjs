@@ -251,9 +251,12 @@ try {
   await alice.click('#conv-list .conv[data-id="' + danaId + '"] .conv-leave').catch(() => {});
   await alice.click("#ask-buttons button[value=leave]").catch(() => {});
   await step("leaving a conversation takes it off the list", () => until(alice, () => document.querySelectorAll("#conv-list .conv").length === 1));
+  await alice.fill("#input", "an unfinished thought");
   await alice.reload();
   await alice.waitForSelector("#chat-view:not([hidden])", timeout);
   check("the list is kept in this browser across reloads", (await alice.$$eval("#conv-list .conv", (els) => els.map((e) => e.dataset.id))).join() === id);
+  check("a message being written survives a reload", (await alice.inputValue("#input")) === "an unfinished thought");
+  await alice.fill("#input", "");
 
   // --- In the background: notifications and the title's count ---------------------------------------
   await shows(alice, "ping while you look elsewhere");
