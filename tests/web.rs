@@ -1,8 +1,11 @@
-//! The web chat end to end in headless Chromium (playwright-core), via tests/web/chat.mjs.
+//! The web chat end to end: every check in headless Chromium (playwright-core), via
+//! tests/web/chat.mjs, and the main flows in headless Firefox ESR (puppeteer-core over WebDriver
+//! BiDi), via tests/web/firefox.mjs.
 //!
-//! The browser test needs Debian's chromium and the npm package playwright-core; like the MCP
-//! tests' Python SDK, they are installed on first use (idempotently) so that the README's test
-//! command works on a fresh machine of this project's kind. `.ci/run` installs them up front.
+//! The browser tests need Debian's chromium and firefox-esr and the npm packages playwright-core
+//! and puppeteer-core; like the MCP tests' Python SDK, they are installed on first use
+//! (idempotently) so that the README's test command works on a fresh machine of this project's
+//! kind. `.ci/run` installs them up front.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,23 +13,26 @@ use std::sync::Mutex;
 
 static INSTALL: Mutex<()> = Mutex::new(());
 
-/// Installs chromium and playwright-core if they are missing.
-fn ensure_browser_tools(web: &Path) {
+/// Installs the Debian `package` providing `binary`, and the npm packages of tests/web, if missing.
+fn ensure_browser_tools(web: &Path, binary: &str, package: &str) {
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !Path::new("/usr/bin/chromium").exists() {
+    if !Path::new(binary).exists() {
         let status = Command::new("sh")
             .args([
                 "-c",
-                "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null",
+                &format!("(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}) >/dev/null"),
             ])
             .status()
             .expect("apt-get runs");
         assert!(
             status.success(),
-            "installing chromium failed: run `apt-get install -y chromium`"
+            "installing {package} failed: run `apt-get install -y {package}`"
         );
     }
-    if !web.join("node_modules/playwright-core").exists() {
+    let installed = ["playwright-core", "puppeteer-core"]
+        .iter()
+        .all(|module| web.join("node_modules").join(module).exists());
+    if !installed {
         let status = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--silent"])
             .current_dir(web)
@@ -36,11 +42,27 @@ fn ensure_browser_tools(web: &Path) {
     }
 }
 
+/// Runs one browser scenario script and asserts that all of its checks passed.
+async fn run_scenario(script: &Path, envs: &[(&str, &std::ffi::OsStr)]) {
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .env("HARK_BIN", env!("CARGO_BIN_EXE_hark"))
+        .envs(envs.iter().copied())
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "browser checks failed:\n{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
 #[tokio::test]
 async fn web_chat_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let web = root.join("tests/web");
-    ensure_browser_tools(&web);
+    ensure_browser_tools(&web, "/usr/bin/chromium", "chromium");
     // A stand-in model for the agent part: one short sentence, so one reply is one bubble.
     let stand_in = hark_test_llm::StandIn::start().await;
     stand_in.set_responder(|_| hark_test_llm::Script::text("Pasta with garlic sounds good."));
@@ -54,20 +76,16 @@ async fn web_chat_in_headless_chromium() {
         ),
     )
     .unwrap();
-    let output = tokio::process::Command::new("node")
-        .arg(web.join("chat.mjs"))
-        .env("HARK_BIN", env!("CARGO_BIN_EXE_hark"))
-        .env("HARK_CONFIG", &config)
-        .env("HARK_AGENT", "coach")
-        .env("SCREENSHOTS", root.join("target/web-screenshots"))
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "browser checks failed:\n{stdout}");
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let screenshots = root.join("target/web-screenshots");
+    run_scenario(
+        &web.join("chat.mjs"),
+        &[
+            ("HARK_CONFIG", config.as_os_str()),
+            ("HARK_AGENT", "coach".as_ref()),
+            ("SCREENSHOTS", screenshots.as_os_str()),
+        ],
+    )
+    .await;
     // The generation whose reply was delivered read the whole burst as one user message.
     let last = stand_in
         .requests()
@@ -78,4 +96,12 @@ async fn web_chat_in_headless_chromium() {
         last.last_user_text().as_deref(),
         Some("hey\nso i was thinking\nwhat should i cook tonight?")
     );
+}
+
+#[tokio::test]
+async fn web_chat_in_headless_firefox() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let web = root.join("tests/web");
+    ensure_browser_tools(&web, "/usr/bin/firefox-esr", "firefox-esr");
+    run_scenario(&web.join("firefox.mjs"), &[]).await;
 }
