@@ -18,7 +18,8 @@
 //! max_draft_chars = 20000
 //! max_incoming = 100
 //! max_check_ms = 60000
-//! typing_timeout_ms = 8000
+//! typing_timeout_ms = 8000    # also the built-in agents' turn engine's lease length
+//! max_client_id_chars = 128
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub struct LimitsSection {
     pub max_incoming: Option<usize>,
     pub max_check_ms: Option<u64>,
     pub typing_timeout_ms: Option<u64>,
+    pub max_client_id_chars: Option<usize>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).
@@ -92,42 +94,94 @@ pub struct AgentSection {
     pub idle_timeout_ms: Option<u64>,
     pub max_retries: Option<u32>,
     /// `[agent.turn]`: any knob of the turn engine by its name (`hark_core::turn::TurnConfig::KNOBS`,
-    /// SPEC.md section 6.1); checked when the agent is built.
+    /// SPEC.md section 6.1); checked when the agent is built. Two knobs live elsewhere:
+    /// `typing_timeout_ms` is `[limits]`' and `endpoint_model_timeout_ms` is
+    /// `[agent.endpoint_model] timeout_ms`.
     #[serde(default)]
     pub turn: toml::Table,
+    /// `[agent.endpoint_model]`: a small, fast model that tells the turn engine when the person
+    /// is done (mode "reply").
+    pub endpoint_model: Option<EndpointModelSection>,
 }
+
+/// `[agent.endpoint_model]`: the model asked `{"done": bool, "wait_ms": n}` after each message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointModelSection {
+    /// "openai" (any OpenAI-compatible endpoint) or "anthropic".
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub model: String,
+    /// The environment variable holding its API key.
+    pub api_key_env: Option<String>,
+    /// Its instructions; a default asks for the JSON verdict.
+    pub prompt: Option<String>,
+    /// How long a verdict may take before the rules decide (default 300).
+    pub timeout_ms: Option<u64>,
+}
+
+/// What `[agent.endpoint_model] timeout_ms` is when left out: a small model answers a few tokens
+/// in well under this, and the person waits this much longer only when it does not.
+const DEFAULT_ENDPOINT_TIMEOUT_MS: u64 = 300;
+
+/// Knobs of `[agent.turn]` that have their home elsewhere, and where.
+const KNOBS_ELSEWHERE: [(&str, &str); 2] = [
+    (
+        "typing_timeout_ms",
+        "it is the server's lease length for everyone: set [limits] typing_timeout_ms",
+    ),
+    (
+        "endpoint_model_timeout_ms",
+        "it is the endpoint model's: set [agent.endpoint_model] timeout_ms",
+    ),
+];
 
 fn default_mode() -> String {
     "reply".to_owned()
 }
 
+/// A provider's config from its `provider`, `base_url` and `api_key_env`, the key read from the
+/// environment.
+fn provider_config(
+    what: &str,
+    provider: &str,
+    base_url: Option<&str>,
+    api_key_env: Option<&str>,
+) -> anyhow::Result<hark_llm::ProviderConfig> {
+    use hark_llm::{ProviderConfig, ProviderKind, Secret};
+
+    let (kind, default_url) = match provider {
+        "openai" => (ProviderKind::OpenAi, "https://api.openai.com/v1"),
+        "anthropic" => (ProviderKind::Anthropic, "https://api.anthropic.com"),
+        other => {
+            anyhow::bail!("{what}: provider must be \"openai\" or \"anthropic\", not {other:?}")
+        }
+    };
+    let api_key = match api_key_env {
+        Some(var) => Some(Secret::new(std::env::var(var).with_context(|| {
+            format!("{what}: the environment variable {var} (its API key) is not set")
+        })?)),
+        None => None,
+    };
+    Ok(ProviderConfig::new(
+        kind,
+        base_url.unwrap_or(default_url).to_owned(),
+        api_key,
+    ))
+}
+
 impl AgentSection {
-    /// The agent's runtime config and provider, with its key read from the environment.
+    /// The agent's runtime config and providers, with their keys read from the environment.
     pub fn build(&self) -> anyhow::Result<hark_server::agents::AgentSpec> {
-        use hark_llm::{ProviderConfig, ProviderKind, Secret};
-        use hark_server::agents::{AgentConfig, AgentMode};
+        use hark_server::agents::{AgentConfig, AgentMode, EndpointModel};
 
         let name = &self.name;
-        let (kind, default_url) = match self.provider.as_str() {
-            "openai" => (ProviderKind::OpenAi, "https://api.openai.com/v1"),
-            "anthropic" => (ProviderKind::Anthropic, "https://api.anthropic.com"),
-            other => anyhow::bail!(
-                "agent {name}: provider must be \"openai\" or \"anthropic\", not {other:?}"
-            ),
-        };
-        let api_key = match &self.api_key_env {
-            Some(var) => Some(Secret::new(std::env::var(var).with_context(|| {
-                format!("agent {name}: the environment variable {var} (its API key) is not set")
-            })?)),
-            None => None,
-        };
-        let mut provider = ProviderConfig::new(
-            kind,
-            self.base_url
-                .clone()
-                .unwrap_or_else(|| default_url.to_owned()),
-            api_key,
-        );
+        let mut provider = provider_config(
+            &format!("agent {name}"),
+            &self.provider,
+            self.base_url.as_deref(),
+            self.api_key_env.as_deref(),
+        )?;
         if let Some(v) = self.first_token_timeout_ms {
             provider.first_token_timeout_ms = v;
         }
@@ -162,6 +216,9 @@ impl AgentSection {
             config.max_turns = v;
         }
         for (key, value) in &self.turn {
+            if let Some((_, home)) = KNOBS_ELSEWHERE.iter().find(|(knob, _)| knob == key) {
+                anyhow::bail!("agent {name}: [agent.turn] {key} cannot be set here: {home}");
+            }
             let value = knob_value(value).with_context(|| {
                 format!("agent {name}: [agent.turn] {key} is not a plain value")
             })?;
@@ -170,9 +227,35 @@ impl AgentSection {
                 .set(key, &value)
                 .with_context(|| format!("agent {name}: [agent.turn]"))?;
         }
+        let endpoint = match &self.endpoint_model {
+            Some(e) => {
+                let provider = provider_config(
+                    &format!("agent {name}: [agent.endpoint_model]"),
+                    &e.provider,
+                    e.base_url.as_deref(),
+                    e.api_key_env.as_deref(),
+                )?;
+                Some(EndpointModel {
+                    provider: hark_llm::provider(provider),
+                    model: e.model.clone(),
+                    prompt: e
+                        .prompt
+                        .clone()
+                        .unwrap_or_else(|| EndpointModel::DEFAULT_PROMPT.to_owned()),
+                    timeout_ms: e.timeout_ms.unwrap_or(DEFAULT_ENDPOINT_TIMEOUT_MS),
+                })
+            }
+            None => None,
+        };
+        if endpoint.is_some() && config.mode != AgentMode::Reply {
+            anyhow::bail!(
+                "agent {name}: [agent.endpoint_model] is for mode \"reply\" (the turn engine asks it)"
+            );
+        }
         Ok(hark_server::agents::AgentSpec {
             config,
             provider: hark_llm::provider(provider),
+            endpoint,
         })
     }
 }
@@ -202,6 +285,9 @@ impl ConfigFile {
         }
         if let Some(v) = l.typing_timeout_ms {
             limits.typing_timeout_ms = v;
+        }
+        if let Some(v) = l.max_client_id_chars {
+            limits.max_client_id_chars = v.max(1);
         }
         limits
     }
@@ -252,11 +338,53 @@ mod tests {
     fn bad_turn_knobs_are_refused_with_a_sentence() {
         for (turn, says) in [
             ("window_ms = 5", "\"window_ms\" is not a turn engine knob"),
-            ("speculate = \"yes\"", "the knob speculate takes true or false"),
+            (
+                "speculate = \"yes\"",
+                "the knob speculate takes true or false",
+            ),
             ("max_bubbles = [1]", "max_bubbles is not a plain value"),
         ] {
             let err = format!("{:#}", agent(turn).build().err().expect(turn));
             assert!(err.contains(says), "{turn}: {err}");
         }
+    }
+
+    #[test]
+    fn knobs_with_another_home_are_refused_with_where_to_set_them() {
+        for (turn, says) in [
+            ("typing_timeout_ms = 5000", "set [limits] typing_timeout_ms"),
+            (
+                "endpoint_model_timeout_ms = 300",
+                "set [agent.endpoint_model] timeout_ms",
+            ),
+        ] {
+            let err = format!("{:#}", agent(turn).build().err().expect(turn));
+            assert!(
+                err.contains("cannot be set here") && err.contains(says),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_endpoint_model_is_read_with_its_defaults() {
+        let text = "[[agent]]\nname = \"coach\"\nprovider = \"openai\"\nmodel = \"m\"\n\
+                    [agent.endpoint_model]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                    model = \"small\"\n";
+        let file: ConfigFile = toml::from_str(text).expect("parses");
+        let spec = file.agent[0].build().expect("builds");
+        let endpoint = spec.endpoint.expect("an endpoint model");
+        assert_eq!(endpoint.model, "small");
+        assert_eq!(endpoint.timeout_ms, DEFAULT_ENDPOINT_TIMEOUT_MS);
+        assert!(endpoint.prompt.contains("\"done\""));
+        let typo = format!("{text}timeout = 5\n");
+        assert!(
+            toml::from_str::<ConfigFile>(&typo).is_err(),
+            "unknown keys are refused"
+        );
+        let actions = text.replace("model = \"m\"\n", "model = \"m\"\nmode = \"actions\"\n");
+        let file: ConfigFile = toml::from_str(&actions).expect("parses");
+        let err = format!("{:#}", file.agent[0].build().err().expect("refused"));
+        assert!(err.contains("is for mode \"reply\""), "{err}");
     }
 }

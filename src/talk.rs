@@ -91,7 +91,7 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<()> {
     let (id, _tokens) = server
         .create_conversation(Some(args.topic.clone()), participants)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     let paint = Paint::new(std::io::stdout().is_terminal());
     println!(
         "{}",
@@ -107,7 +107,7 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     println!("{:<10} {} {}", "host", paint.bold("▸"), args.topic);
 
     let mut sent = 0;

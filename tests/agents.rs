@@ -1,5 +1,11 @@
 //! Built-in agents end to end: the real binary, its HTTP API, and a stand-in model server that
 //! speaks the OpenAI wire format (hark-test-llm), with scripted latencies.
+//!
+//! Only what needs real processes and the real wire is here: one path per behaviour class (a
+//! burst, a barge-in that closes the model's HTTP stream, a restart after `kill -9`, `hark talk`,
+//! the endpoint model's requests and its key). The drivers' behaviours in detail (echoes,
+//! errors, retries, typing leases, loop guards, endpoint verdicts, restarts) are tested on a
+//! virtual clock in `crates/hark-server/tests/{reply,actions}_driver.rs`.
 
 mod common;
 
@@ -41,6 +47,12 @@ typing_cps = 1000
 
 async fn start(stand_in: &StandIn) -> (TestServer, Conversation) {
     let server = TestServer::start_with(Some(&config(stand_in, "")), &[]).await;
+    let conversation = create(&server).await;
+    (server, conversation)
+}
+
+/// pat (a person) and coach (the agent).
+async fn create(server: &TestServer) -> Conversation {
     let (status, created) = server
         .post_raw(
             "/v1/conversations",
@@ -54,7 +66,7 @@ async fn start(stand_in: &StandIn) -> (TestServer, Conversation) {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    let conversation = Conversation {
+    Conversation {
         id: created["id"].as_str().unwrap().to_owned(),
         tokens: created["participants"]
             .as_array()
@@ -67,8 +79,7 @@ async fn start(stand_in: &StandIn) -> (TestServer, Conversation) {
                 )
             })
             .collect(),
-    };
-    (server, conversation)
+    }
 }
 
 async fn say(server: &TestServer, c: &Conversation, text: &str) -> u64 {
@@ -200,36 +211,6 @@ async fn a_bubble_during_generation_aborts_it_and_the_stale_answer_is_never_sent
 }
 
 #[tokio::test]
-async fn a_provider_error_is_said_and_the_conversation_keeps_working() {
-    let stand_in = StandIn::start().await;
-    stand_in.push(Script::server_error());
-    stand_in.set_responder(|_| Script::text("Back again."));
-    let (server, c) = start(&stand_in).await;
-    let mut events = server.events(&c, "pat", None).await;
-
-    say(&server, &c, "are you there?").await;
-    let notice = next_from_coach(&mut events).await;
-    assert!(
-        notice["text"].as_str().unwrap().contains("couldn't answer"),
-        "the agent says the model failed: {notice}"
-    );
-    say(&server, &c, "trying again").await;
-    let reply = next_from_coach(&mut events).await;
-    assert_eq!(reply["text"], "Back again.");
-    // The retry read the unanswered message too, and the notice between them.
-    let messages = conversation_of(stand_in.requests().last().unwrap());
-    let roles: Vec<&str> = messages
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
-    assert_eq!(roles, ["user", "assistant", "user"], "{messages:?}");
-    assert_eq!(messages[0]["content"], "are you there?");
-    assert_eq!(messages[2]["content"], "trying again");
-    let (status, _) = server.get("/healthz", None).await;
-    assert_eq!(status, 200);
-}
-
-#[tokio::test]
 async fn a_restart_mid_turn_answers_the_burst_exactly_once() {
     let stand_in = StandIn::start().await;
     // The generation in flight when the server dies never finishes.
@@ -357,4 +338,72 @@ async fn hark_talk_shows_an_agent_interrupted_mid_draft_revising_before_it_pushe
         !transcript.contains("#2 I think we should plan"),
         "the interrupted draft was never sent as it was"
     );
+}
+
+#[tokio::test]
+async fn the_endpoint_model_is_asked_over_the_wire_and_its_key_is_never_logged() {
+    const KEY: &str = "sk-endpoint-7f3a9c1e5b";
+    let stand_in = StandIn::start().await;
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    stand_in.set_responder(move |r| {
+        if r.body["model"] != "small" {
+            return Script::text("Go on.");
+        }
+        // First a verdict; then a refusal that echoes the key back, as some servers do.
+        match count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Script::text(r#"{"done": true}"#),
+            _ => Script::status(401, format!("invalid key {KEY}")),
+        }
+    });
+    let endpoint = format!(
+        "[agent.endpoint_model]\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"small\"\n\
+         api_key_env = \"HARK_TEST_ENDPOINT_KEY\"\ntimeout_ms = 2000\n",
+        stand_in.openai_base_url()
+    );
+    let server = TestServer::start_logged(
+        Some(&config(&stand_in, &endpoint)),
+        &[("HARK_TEST_ENDPOINT_KEY", KEY), ("RUST_LOG", "debug")],
+    )
+    .await;
+    let c = create(&server).await;
+    let mut events = server.events(&c, "pat", None).await;
+
+    say(&server, &c, "so the thing is,").await;
+    assert_eq!(next_from_coach(&mut events).await["text"], "Go on.");
+    // The endpoint model refuses the key: nothing is fed, the engine's rules decide once its
+    // timeout passes, and the reply still comes.
+    say(&server, &c, "and then what?").await;
+    assert_eq!(next_from_coach(&mut events).await["text"], "Go on.");
+
+    let requests = stand_in.requests();
+    let verdicts: Vec<_> = requests
+        .iter()
+        .filter(|r| r.body["model"] == "small")
+        .collect();
+    assert_eq!(verdicts.len(), 2, "one question per message");
+    for request in &verdicts {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str()),
+            "the key goes to the endpoint model, in the real wire format"
+        );
+        let system = request.body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("\"done\""), "{system}");
+    }
+    assert_eq!(
+        verdicts[1].last_user_text().as_deref(),
+        Some("and then what?"),
+        "the question carries the conversation"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("endpoint verdict"),
+        "debug logs were on:\n{log}"
+    );
+    assert!(
+        log.contains("the endpoint model failed"),
+        "the refusal was logged:\n{log}"
+    );
+    assert!(!log.contains(KEY), "the key was logged:\n{log}");
 }

@@ -19,6 +19,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     config: Option<String>,
     env: Vec<(String, String)>,
+    /// Where the server's stderr goes, if not to the test's.
+    log: Option<PathBuf>,
     pub client: reqwest::Client,
 }
 
@@ -29,21 +31,46 @@ impl TestServer {
 
     /// Starts with an optional config file body and extra environment variables.
     pub async fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_inner(config, env, false).await
+    }
+
+    /// As [`TestServer::start_with`], with the server's stderr (its logs) written to
+    /// [`TestServer::log`] instead of the test's output.
+    pub async fn start_logged(config: Option<&str>, env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_inner(config, env, true).await
+    }
+
+    async fn start_inner(config: Option<&str>, env: &[(&str, &str)], logged: bool) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let config = config.map(str::to_owned);
-        let (child, url) = spawn(dir.path(), config.as_deref(), &env, "127.0.0.1:0").await;
+        let log = logged.then(|| dir.path().join("server.log"));
+        let (child, url) = spawn(
+            dir.path(),
+            config.as_deref(),
+            &env,
+            "127.0.0.1:0",
+            log.as_deref(),
+        )
+        .await;
         TestServer {
             url,
             child,
             dir,
             config,
             env,
+            log,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Everything the server logged so far (with [`TestServer::start_logged`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     pub fn db(&self) -> PathBuf {
@@ -63,6 +90,7 @@ impl TestServer {
             self.config.as_deref(),
             &self.env,
             "127.0.0.1:0",
+            self.log.as_deref(),
         )
         .await;
         self.child = child;
@@ -315,6 +343,7 @@ async fn spawn(
     config: Option<&str>,
     env: &[(String, String)],
     listen: &str,
+    log: Option<&Path>,
 ) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hark"));
     command
@@ -326,8 +355,20 @@ async fn spawn(
         .env_remove("HARK_ADMIN_TOKEN")
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            command.stderr(Stdio::from(file));
+        }
+        None => {
+            command.stderr(Stdio::inherit());
+        }
+    }
     if let Some(config) = config {
         let path = dir.join("hark.toml");
         std::fs::write(&path, config).unwrap();

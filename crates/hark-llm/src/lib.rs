@@ -6,6 +6,7 @@
 //! closes the connection, so the provider stops generating.
 //!
 //! **Invariant:** API keys never appear in logs, errors or `Debug` output.
+#![warn(missing_docs)]
 
 mod anthropic;
 mod openai;
@@ -22,28 +23,42 @@ use futures::{Stream, StreamExt};
 /// What to ask the model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatRequest {
+    /// The model's name at the provider.
     pub model: String,
+    /// The system prompt, if any.
     pub system: Option<String>,
+    /// The conversation, oldest first.
     pub messages: Vec<ChatMessage>,
+    /// Functions the model may call.
     pub tools: Vec<ToolSpec>,
+    /// Most tokens to generate.
     pub max_tokens: u32,
+    /// Sampling temperature; the provider's default when `None`.
     pub temperature: Option<f32>,
 }
 
 /// One message of the conversation as the model sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChatMessage {
+    /// What the person (or the runtime on their behalf) says.
     User {
+        /// The text.
         text: String,
     },
+    /// What the model said earlier, with the tools it called.
     Assistant {
+        /// The text.
         text: String,
+        /// The tool calls it made.
         tool_calls: Vec<ToolCall>,
     },
     /// The result of a tool call the model made in the previous assistant message.
     ToolResult {
+        /// The call's id, as the model gave it.
         call_id: String,
+        /// What the tool answered.
         content: String,
+        /// The tool failed.
         is_error: bool,
     },
 }
@@ -51,7 +66,9 @@ pub enum ChatMessage {
 /// A function the model may call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolSpec {
+    /// Its name.
     pub name: String,
+    /// What it does, for the model.
     pub description: String,
     /// A JSON Schema object for the arguments.
     pub parameters: serde_json::Value,
@@ -60,8 +77,11 @@ pub struct ToolSpec {
 /// A complete tool call (arguments already assembled from the stream and parsed).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolCall {
+    /// The call's id, to answer with a [`ChatMessage::ToolResult`].
     pub id: String,
+    /// The tool's name.
     pub name: String,
+    /// The arguments, parsed.
     pub arguments: serde_json::Value,
 }
 
@@ -69,28 +89,42 @@ pub struct ToolCall {
 /// A stream that fails yields one `Err` instead of `Finished`, and ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
+    /// A piece of text.
     Text(String),
+    /// A complete tool call.
     ToolCall(ToolCall),
+    /// The answer is complete.
     Finished {
+        /// Why it stopped.
         stop: StopReason,
+        /// Tokens used, when the provider says.
         usage: Option<Usage>,
     },
 }
 
+/// Why an answer stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// The model finished its turn.
     EndTurn,
+    /// The model called tools and waits for their results.
     ToolUse,
+    /// `max_tokens` cut it off.
     MaxTokens,
+    /// A reason this crate does not know, as the provider named it.
     Other(String),
 }
 
+/// Tokens one request used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Tokens read.
     pub input_tokens: u64,
+    /// Tokens generated.
     pub output_tokens: u64,
 }
 
+/// A model's answer as it streams: [`StreamEvent`]s, ending with `Finished` or one error.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
 
 /// A model provider. `stream` sends the request and returns once the provider has accepted it
@@ -99,6 +133,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> 
 /// request; dropping the stream closes the connection.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
+    /// Sends `request`; the answer streams in the returned stream.
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, LlmError>;
 }
 
@@ -117,10 +152,12 @@ pub enum ProviderKind {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a key.
     pub fn new(key: impl Into<String>) -> Self {
         Secret(key.into())
     }
 
+    /// The key itself, for the one header that carries it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -132,10 +169,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How to reach a provider, and how patiently.
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
+    /// Which wire format it speaks.
     pub kind: ProviderKind,
+    /// Its root URL (`https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`, …).
     pub base_url: String,
+    /// Its API key, if it needs one.
     pub api_key: Option<Secret>,
     /// Connecting to the endpoint (each try).
     pub connect_timeout_ms: u64,
@@ -154,6 +195,7 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// A provider at `base_url` with the default timeouts and retries.
     pub fn new(kind: ProviderKind, base_url: impl Into<String>, api_key: Option<Secret>) -> Self {
         ProviderConfig {
             kind,
@@ -197,8 +239,11 @@ impl FromStr for ProviderKind {
 pub struct Completion {
     /// Every text delta, concatenated.
     pub text: String,
+    /// Every tool call, in order.
     pub tool_calls: Vec<ToolCall>,
+    /// Why it stopped.
     pub stop: StopReason,
+    /// Tokens used, when the provider says.
     pub usage: Option<Usage>,
 }
 
@@ -228,14 +273,23 @@ where
     ))
 }
 
+/// Why a request failed. Error texts never contain a key.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     /// 401/403: the key is missing, wrong or not allowed. Not retryable.
     #[error("the provider refused the API key (HTTP {status}): {message}")]
-    BadKey { status: u16, message: String },
+    BadKey {
+        /// The HTTP status.
+        status: u16,
+        /// The provider's sentence.
+        message: String,
+    },
     /// Still 429 after every retry.
     #[error("the provider kept rate-limiting after {retries} retries")]
-    RateLimited { retries: u32 },
+    RateLimited {
+        /// Retries made.
+        retries: u32,
+    },
     /// The endpoint could not be reached (DNS, refused, TLS) after every retry.
     #[error("cannot reach the provider: {0}")]
     Unreachable(String),
@@ -244,10 +298,20 @@ pub enum LlmError {
     Timeout(&'static str),
     /// 5xx after every retry.
     #[error("the provider failed (HTTP {status}): {message}")]
-    Server { status: u16, message: String },
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The provider's sentence.
+        message: String,
+    },
     /// Another 4xx: the request itself was refused (bad model name, bad parameters).
     #[error("the provider refused the request (HTTP {status}): {message}")]
-    Request { status: u16, message: String },
+    Request {
+        /// The HTTP status.
+        status: u16,
+        /// The provider's sentence.
+        message: String,
+    },
     /// The answer did not follow the wire format (including a stream that ends early).
     #[error("the provider's answer is malformed: {0}")]
     Malformed(String),

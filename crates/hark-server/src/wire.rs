@@ -1,42 +1,57 @@
-//! The HTTP JSON wire format, converted by hand from and to the core's types.
+//! The HTTP JSON wire format: every body the HTTP API reads or writes, as its own types, converted
+//! by hand from and to the core's and the service's types.
 //!
 //! **Invariant:** only this module knows field names on the wire; renaming a core type never
-//! changes the protocol.
-
-use std::sync::Arc;
+//! changes the protocol. The response types are also `Deserialize`, so that what a remote server
+//! answered (`hark mcp --url`) is read back through the same definitions (`mcp::render` renders
+//! the text a model reads from them).
 
 use hark_core::protocol::{
     Action, ActionKind, ActionResult, Envelope, Event, Message, ParticipantKind, Receipt,
 };
 use hark_core::time::Millis;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::app::{AgentInfo, Created, CreatedParticipant, Description, HistoryPage, Participant};
+
+/// A body that is not what the route takes, with serde's reason, as a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadBody(pub String);
 
 // ---- requests -----------------------------------------------------------------------------------
 
+/// `POST /v1/conversations`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
+    /// An optional title.
     #[serde(default)]
     pub title: Option<String>,
+    /// The first participants.
     pub participants: Vec<NewParticipant>,
 }
 
+/// One participant of `POST /v1/conversations`, or the body of `POST …/participants`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewParticipant {
+    /// The name, checked by the route.
     pub name: String,
+    /// `human` or `agent`.
     pub kind: WireKind,
+    /// A configured built-in agent to play it.
     #[serde(default)]
     pub agent: Option<String>,
 }
 
-#[derive(Clone, Copy, Deserialize, Serialize)]
+/// A participant's kind on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireKind {
+    /// `human`.
     Human,
+    /// `agent`.
     Agent,
 }
 
@@ -49,70 +64,84 @@ impl From<WireKind> for ParticipantKind {
     }
 }
 
+impl From<ParticipantKind> for WireKind {
+    fn from(kind: ParticipantKind) -> Self {
+        match kind {
+            ParticipantKind::Human => WireKind::Human,
+            ParticipantKind::Agent => WireKind::Agent,
+        }
+    }
+}
+
+/// The query of `GET …/messages`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
+    /// Messages after this seq.
     #[serde(default)]
     pub after: u64,
+    /// At most this many.
     #[serde(default)]
     pub limit: Option<usize>,
 }
 
+/// The query of `GET …/events`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Replay messages after this seq (`Last-Event-ID` wins).
     #[serde(default)]
     pub after: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct TextBody {
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PushBody {
     #[serde(default)]
     force: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CheckBody {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct TypingBody {
     typing: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ReadBody {
     up_to: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
     text: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct NoFields {}
 
 /// Decodes the body of `POST /v1/conversations/{id}/{action}`. An empty body means `{}`.
-pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, ApiError> {
+pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, BadBody> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -153,36 +182,47 @@ pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, ApiError> 
 /// Used by `hark mcp --url`, which talks to a running server over this same API.
 pub fn encode_action(action: &Action) -> (ActionKind, Value) {
     let body = match action {
-        Action::Append { text } => json!({ "text": text }),
-        Action::Undo | Action::Reset | Action::Preview => json!({}),
-        Action::Push { force, client_id } => {
-            let mut body = json!({ "force": force });
-            if let Some(client_id) = client_id {
-                body["client_id"] = json!(client_id);
-            }
-            body
-        }
-        Action::Check { timeout_ms } => match timeout_ms {
-            Some(timeout_ms) => json!({ "timeout_ms": timeout_ms }),
-            None => json!({}),
-        },
-        Action::Typing { typing } => json!({ "typing": typing }),
-        Action::Read { up_to } => json!({ "up_to": up_to }),
-        Action::Send { text, client_id } => {
-            let mut body = json!({ "text": text });
-            if let Some(client_id) = client_id {
-                body["client_id"] = json!(client_id);
-            }
-            body
-        }
+        Action::Append { text } => to_value(&TextBody { text: text.clone() }),
+        Action::Undo | Action::Reset | Action::Preview => to_value(&NoFields {}),
+        Action::Push { force, client_id } => to_value(&PushBody {
+            force: *force,
+            client_id: client_id.clone(),
+        }),
+        Action::Check { timeout_ms } => to_value(&CheckBody {
+            timeout_ms: *timeout_ms,
+        }),
+        Action::Typing { typing } => to_value(&TypingBody { typing: *typing }),
+        Action::Read { up_to } => to_value(&ReadBody { up_to: *up_to }),
+        Action::Send { text, client_id } => to_value(&SendBody {
+            text: text.clone(),
+            client_id: client_id.clone(),
+        }),
     };
     (action.kind(), body)
 }
 
-/// Parses JSON into `T`, turning serde's complaint into a 400 a client can act on.
-pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses JSON into `T`, turning serde's complaint into a sentence a client can act on.
+pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, BadBody> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not valid here: {e}.")))
+        .map_err(|e| BadBody(format!("The request body is not valid here: {e}.")))
+}
+
+/// Any wire value as JSON. Serialising these plain structs cannot fail (no maps with non-string
+/// keys, no failing `Serialize` impls), so a failure is a bug reported as `null`.
+pub fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|error| {
+        tracing::error!(%error, "a wire value did not serialise");
+        Value::Null
+    })
+}
+
+/// Any wire value as JSON text (what an SSE `data:` line carries), without building a `Value`
+/// first. Like [`to_value`], it cannot fail for these types.
+pub fn to_string<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|error| {
+        tracing::error!(%error, "a wire value did not serialise");
+        "null".to_owned()
+    })
 }
 
 // ---- responses ----------------------------------------------------------------------------------
@@ -206,89 +246,464 @@ pub fn timestamp(at: Millis) -> String {
     }
 }
 
-pub fn message(m: &Message) -> Value {
-    let mut value = json!({
-        "seq": m.seq,
-        "id": m.id,
-        "from": m.from.as_str(),
-        "text": m.text,
-        "sent_at": timestamp(m.sent_at),
-    });
-    if let Some(client_id) = &m.client_id {
-        value["client_id"] = json!(client_id);
+/// A message.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireMessage {
+    /// Its position in the conversation.
+    pub seq: u64,
+    /// Its global id.
+    #[serde(default)]
+    pub id: String,
+    /// Its author.
+    pub from: String,
+    /// Its text.
+    pub text: String,
+    /// When it was stored, RFC 3339.
+    #[serde(default)]
+    pub sent_at: String,
+    /// The author's idempotency key, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl From<&Message> for WireMessage {
+    fn from(m: &Message) -> Self {
+        WireMessage {
+            seq: m.seq,
+            id: m.id.clone(),
+            from: m.from.as_str().to_owned(),
+            text: m.text.clone(),
+            sent_at: timestamp(m.sent_at),
+            client_id: m.client_id.clone(),
+        }
     }
-    value
 }
 
-pub fn messages(ms: &[Arc<Message>]) -> Value {
-    Value::Array(ms.iter().map(|m| message(m)).collect())
+/// A participant's read position.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireReceipt {
+    /// Whose.
+    pub participant: String,
+    /// Up to which seq.
+    pub read_up_to: u64,
 }
 
-pub fn receipt(r: &Receipt) -> Value {
-    json!({ "participant": r.participant.as_str(), "read_up_to": r.read_up_to })
-}
-
-pub fn envelope(e: &Envelope) -> Value {
-    let result = match &e.result {
-        ActionResult::Append {
-            appended_chars,
-            truncated,
-            dropped_chars,
-            notice,
-        } => {
-            let mut r = json!({
-                "appended_chars": appended_chars,
-                "truncated": truncated,
-                "dropped_chars": dropped_chars,
-            });
-            if let Some(notice) = notice {
-                r["notice"] = json!(notice);
-            }
-            r
+impl From<&Receipt> for WireReceipt {
+    fn from(r: &Receipt) -> Self {
+        WireReceipt {
+            participant: r.participant.as_str().to_owned(),
+            read_up_to: r.read_up_to,
         }
-        ActionResult::Undo { removed } => json!({ "removed": removed }),
-        ActionResult::Reset { discarded_chars } => json!({ "discarded_chars": discarded_chars }),
-        ActionResult::Preview { text } => json!({ "text": text }),
-        ActionResult::Sent {
-            message: m,
-            duplicate,
-        } => {
-            json!({ "status": "sent", "message": message(m), "duplicate": duplicate })
+    }
+}
+
+/// The size of a draft.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireDraft {
+    /// Segments (appends) in it.
+    pub segments: u64,
+    /// Characters in it.
+    pub chars: u64,
+}
+
+/// The action-specific part of the envelope. Untagged: the fields tell the shapes apart (the
+/// envelope's `action` says which one to expect).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum WireResult {
+    /// `push`/`send` that went out: `{status: "sent", message, duplicate}`.
+    Sent {
+        /// `"sent"`.
+        status: String,
+        /// The message.
+        message: WireMessage,
+        /// An earlier push with the same `client_id` sent it.
+        duplicate: bool,
+    },
+    /// `push` held: `{status: "held", reason}`.
+    Held {
+        /// `"held"`.
+        status: String,
+        /// Why: `"unseen_messages"`.
+        reason: String,
+    },
+    /// `append`.
+    Append {
+        /// Characters kept.
+        appended_chars: u64,
+        /// Whether the text was cut.
+        truncated: bool,
+        /// Characters cut.
+        dropped_chars: u64,
+        /// A sentence about what was cut.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+    },
+    /// `undo`.
+    Undo {
+        /// The segment's text.
+        removed: String,
+    },
+    /// `reset`.
+    Reset {
+        /// Characters thrown away.
+        discarded_chars: u64,
+    },
+    /// `preview`.
+    Preview {
+        /// What push would send.
+        text: String,
+    },
+    /// `check`.
+    Check {
+        /// Nothing arrived in time.
+        timed_out: bool,
+    },
+    /// `typing` and `read`: `{}`.
+    Done {},
+}
+
+impl From<&ActionResult> for WireResult {
+    fn from(result: &ActionResult) -> Self {
+        match result {
+            ActionResult::Append {
+                appended_chars,
+                truncated,
+                dropped_chars,
+                notice,
+            } => WireResult::Append {
+                appended_chars: *appended_chars as u64,
+                truncated: *truncated,
+                dropped_chars: *dropped_chars as u64,
+                notice: notice.clone(),
+            },
+            ActionResult::Undo { removed } => WireResult::Undo {
+                removed: removed.clone(),
+            },
+            ActionResult::Reset { discarded_chars } => WireResult::Reset {
+                discarded_chars: *discarded_chars as u64,
+            },
+            ActionResult::Preview { text } => WireResult::Preview { text: text.clone() },
+            ActionResult::Sent { message, duplicate } => WireResult::Sent {
+                status: "sent".to_owned(),
+                message: WireMessage::from(&**message),
+                duplicate: *duplicate,
+            },
+            ActionResult::Held { reason } => WireResult::Held {
+                status: "held".to_owned(),
+                reason: reason.as_str().to_owned(),
+            },
+            ActionResult::Check { timed_out } => WireResult::Check {
+                timed_out: *timed_out,
+            },
+            ActionResult::Done => WireResult::Done {},
         }
-        ActionResult::Held { reason } => json!({ "status": "held", "reason": reason.as_str() }),
-        ActionResult::Check { timed_out } => json!({ "timed_out": timed_out }),
-        ActionResult::Done => json!({}),
-    };
-    json!({
-        "action": e.action.as_str(),
-        "result": result,
-        "incoming": messages(&e.incoming),
-        "more_incoming": e.more_incoming,
-        "receipts": e.receipts.iter().map(receipt).collect::<Vec<_>>(),
-        "composing": e.composing.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-        "draft": { "segments": e.draft.segments, "chars": e.draft.chars },
-        "cursor": e.cursor,
-    })
+    }
+}
+
+/// The common envelope of every successful action (SPEC.md section 2).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireEnvelope {
+    /// Which action.
+    pub action: String,
+    /// What it did.
+    pub result: WireResult,
+    /// Messages handed over, oldest first.
+    #[serde(default)]
+    pub incoming: Vec<WireMessage>,
+    /// More are waiting.
+    #[serde(default)]
+    pub more_incoming: bool,
+    /// Receipts that changed since this participant's previous result.
+    #[serde(default)]
+    pub receipts: Vec<WireReceipt>,
+    /// Who is composing.
+    #[serde(default)]
+    pub composing: Vec<String>,
+    /// This participant's draft.
+    #[serde(default)]
+    pub draft: WireDraft,
+    /// This participant's cursor.
+    #[serde(default)]
+    pub cursor: u64,
+}
+
+impl From<&Envelope> for WireEnvelope {
+    fn from(e: &Envelope) -> Self {
+        WireEnvelope {
+            action: e.action.as_str().to_owned(),
+            result: WireResult::from(&e.result),
+            incoming: e.incoming.iter().map(|m| WireMessage::from(&**m)).collect(),
+            more_incoming: e.more_incoming,
+            receipts: e.receipts.iter().map(WireReceipt::from).collect(),
+            composing: e.composing.iter().map(|n| n.as_str().to_owned()).collect(),
+            draft: WireDraft {
+                segments: e.draft.segments as u64,
+                chars: e.draft.chars as u64,
+            },
+            cursor: e.cursor,
+        }
+    }
+}
+
+/// A participant as a description lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireParticipant {
+    /// Its name.
+    pub name: String,
+    /// `human` or `agent`.
+    pub kind: WireKind,
+    /// The built-in agent playing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireDescription {
+    /// The conversation's id.
+    pub id: String,
+    /// Its title (`null` when it has none).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Its participants in joining order.
+    pub participants: Vec<WireParticipant>,
+    /// The last message's seq.
+    pub last_seq: u64,
+    /// Every participant's read position.
+    #[serde(default)]
+    pub receipts: Vec<WireReceipt>,
+    /// Who is composing.
+    #[serde(default)]
+    pub composing: Vec<String>,
+    /// Who waits in `check`.
+    #[serde(default)]
+    pub checking: Vec<String>,
+}
+
+impl From<&Description> for WireDescription {
+    fn from(d: &Description) -> Self {
+        WireDescription {
+            id: d.id.clone(),
+            title: d.title.clone(),
+            participants: d
+                .participants
+                .iter()
+                .map(|(name, kind, agent)| WireParticipant {
+                    name: name.as_str().to_owned(),
+                    kind: (*kind).into(),
+                    agent: agent.clone(),
+                })
+                .collect(),
+            last_seq: d.last_seq,
+            receipts: d.receipts.iter().map(WireReceipt::from).collect(),
+            composing: d.composing.iter().map(|n| n.as_str().to_owned()).collect(),
+            checking: d.checking.iter().map(|n| n.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// Who a participant token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireYou {
+    /// The name.
+    pub name: String,
+    /// `human` or `agent`.
+    pub kind: WireKind,
+}
+
+/// `GET /v1/whoami`: the description plus `you`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireWhoami {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: WireDescription,
+    /// The caller.
+    pub you: WireYou,
+}
+
+impl WireWhoami {
+    /// `who`'s answer, given its conversation's description.
+    pub fn new(description: &Description, who: &Participant) -> Self {
+        WireWhoami {
+            conversation: WireDescription::from(description),
+            you: WireYou {
+                name: who.name().as_str().to_owned(),
+                kind: who.kind().into(),
+            },
+        }
+    }
+}
+
+/// `GET …/messages`: a page of history.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireHistory {
+    /// Oldest first.
+    pub messages: Vec<WireMessage>,
+    /// More follow.
+    #[serde(default)]
+    pub more: bool,
+}
+
+impl From<&HistoryPage> for WireHistory {
+    fn from(page: &HistoryPage) -> Self {
+        WireHistory {
+            messages: page.messages.iter().map(WireMessage::from).collect(),
+            more: page.more,
+        }
+    }
+}
+
+/// A participant just created, with its token.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireCreatedParticipant {
+    /// Its name.
+    pub name: String,
+    /// `human` or `agent`.
+    pub kind: WireKind,
+    /// Its bearer token.
+    pub token: String,
+    /// The built-in agent playing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl From<&CreatedParticipant> for WireCreatedParticipant {
+    fn from(p: &CreatedParticipant) -> Self {
+        WireCreatedParticipant {
+            name: p.name.as_str().to_owned(),
+            kind: p.kind.into(),
+            token: p.token.clone(),
+            agent: p.agent.clone(),
+        }
+    }
+}
+
+/// `POST /v1/conversations` answered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireCreated {
+    /// The new conversation's id.
+    pub id: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// Its participants with their tokens.
+    pub participants: Vec<WireCreatedParticipant>,
+}
+
+impl From<&Created> for WireCreated {
+    fn from(c: &Created) -> Self {
+        WireCreated {
+            id: c.id.clone(),
+            title: c.title.clone(),
+            participants: c
+                .participants
+                .iter()
+                .map(WireCreatedParticipant::from)
+                .collect(),
+        }
+    }
+}
+
+/// One agent of `GET /v1/agents`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAgent {
+    /// Its configured name.
+    pub name: String,
+    /// `reply` or `actions`.
+    pub mode: String,
+}
+
+/// `GET /v1/agents`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAgents {
+    /// The configured agents, in name order.
+    pub agents: Vec<WireAgent>,
+}
+
+impl From<&[AgentInfo]> for WireAgents {
+    fn from(agents: &[AgentInfo]) -> Self {
+        WireAgents {
+            agents: agents
+                .iter()
+                .map(|a| WireAgent {
+                    name: a.name.clone(),
+                    mode: a.mode.to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireHealth {
+    /// `"ok"`.
+    pub status: String,
+}
+
+/// The inner part of every error body.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireErrorDetail {
+    /// The stable snake_case code.
+    pub code: String,
+    /// A sentence to act on.
+    pub message: String,
+}
+
+/// Every error body: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireError {
+    /// What went wrong.
+    pub error: WireErrorDetail,
+}
+
+impl WireError {
+    /// The body for `code` and `message`.
+    pub fn new(code: &str, message: &str) -> Self {
+        WireError {
+            error: WireErrorDetail {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            },
+        }
+    }
+}
+
+/// `composing` events of the event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireComposing {
+    /// Who.
+    pub participant: String,
+    /// Started (`true`) or stopped.
+    pub composing: bool,
 }
 
 /// An event for the SSE stream: its name, its data and, for messages, its id (the seq).
-pub fn event(e: &Event) -> (&'static str, Value, Option<u64>) {
+pub fn event(e: &Event) -> (&'static str, String, Option<u64>) {
     match e {
-        Event::Message(m) => ("message", message(m), Some(m.seq)),
+        Event::Message(m) => ("message", to_string(&WireMessage::from(&**m)), Some(m.seq)),
         Event::Composing {
             participant,
             composing,
         } => (
             "composing",
-            json!({ "participant": participant.as_str(), "composing": composing }),
+            to_string(&WireComposing {
+                participant: participant.as_str().to_owned(),
+                composing: *composing,
+            }),
             None,
         ),
-        Event::Receipt(r) => ("receipt", receipt(r), None),
+        Event::Receipt(r) => ("receipt", to_string(&WireReceipt::from(r)), None),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use hark_core::protocol::{DraftSummary, HoldReason, ParticipantName};
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -343,5 +758,112 @@ mod tests {
             let decoded = decode_action(kind, body.to_string().as_bytes()).unwrap();
             assert_eq!(decoded, action);
         }
+    }
+
+    fn message(seq: u64, client_id: Option<&str>) -> Arc<Message> {
+        Arc::new(Message {
+            seq,
+            id: format!("c-{seq}"),
+            from: ParticipantName::parse("bob").unwrap(),
+            text: "hi".into(),
+            sent_at: Millis(1_795_251_444_512),
+            client_id: client_id.map(str::to_owned),
+        })
+    }
+
+    /// The envelope's JSON, byte for byte, for every shape of result: what clients parse.
+    #[test]
+    fn envelopes_keep_their_shape() {
+        let results = [
+            ActionResult::Append {
+                appended_chars: 5,
+                truncated: true,
+                dropped_chars: 2,
+                notice: Some("cut".into()),
+            },
+            ActionResult::Append {
+                appended_chars: 5,
+                truncated: false,
+                dropped_chars: 0,
+                notice: None,
+            },
+            ActionResult::Undo {
+                removed: "so".into(),
+            },
+            ActionResult::Reset { discarded_chars: 3 },
+            ActionResult::Preview { text: "x".into() },
+            ActionResult::Sent {
+                message: message(4, Some("k")),
+                duplicate: false,
+            },
+            ActionResult::Held {
+                reason: HoldReason::UnseenMessages,
+            },
+            ActionResult::Check { timed_out: true },
+            ActionResult::Done,
+        ];
+        let mut out = String::new();
+        for result in results {
+            let envelope = Envelope {
+                action: ActionKind::Push,
+                result,
+                incoming: vec![message(3, None)],
+                more_incoming: false,
+                receipts: vec![Receipt {
+                    participant: ParticipantName::parse("bob").unwrap(),
+                    read_up_to: 2,
+                }],
+                composing: vec![ParticipantName::parse("bob").unwrap()],
+                draft: DraftSummary {
+                    segments: 1,
+                    chars: 5,
+                },
+                cursor: 3,
+            };
+            let wire = WireEnvelope::from(&envelope);
+            let json = to_value(&wire);
+            // What a remote session reads back is what was sent.
+            assert_eq!(
+                serde_json::from_value::<WireEnvelope>(json.clone()).unwrap(),
+                wire
+            );
+            out.push_str(&json["result"].to_string());
+            out.push('\n');
+        }
+        expect_test::expect![[r#"
+            {"appended_chars":5,"truncated":true,"dropped_chars":2,"notice":"cut"}
+            {"appended_chars":5,"truncated":false,"dropped_chars":0}
+            {"removed":"so"}
+            {"discarded_chars":3}
+            {"text":"x"}
+            {"status":"sent","message":{"seq":4,"id":"c-4","from":"bob","text":"hi","sent_at":"2026-11-21T08:57:24.512Z","client_id":"k"},"duplicate":false}
+            {"status":"held","reason":"unseen_messages"}
+            {"timed_out":true}
+            {}
+        "#]]
+        .assert_eq(&out);
+        let envelope = Envelope {
+            action: ActionKind::Read,
+            result: ActionResult::Done,
+            incoming: vec![message(3, None)],
+            more_incoming: true,
+            receipts: Vec::new(),
+            composing: Vec::new(),
+            draft: DraftSummary::default(),
+            cursor: 3,
+        };
+        assert_eq!(
+            to_value(&WireEnvelope::from(&envelope)),
+            json!({
+                "action": "read",
+                "result": {},
+                "incoming": [{"seq": 3, "id": "c-3", "from": "bob", "text": "hi", "sent_at": "2026-11-21T08:57:24.512Z"}],
+                "more_incoming": true,
+                "receipts": [],
+                "composing": [],
+                "draft": {"segments": 0, "chars": 0},
+                "cursor": 3,
+            })
+        );
     }
 }

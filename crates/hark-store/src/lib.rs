@@ -1,4 +1,5 @@
 //! hark's storage: one [`Store`] interface, and [`SqliteStore`], the embedded default.
+#![warn(missing_docs)]
 //!
 //! The interface speaks in the core's terms (messages, participants, durable effects), never in
 //! SQL or wire formats, so that a PostgreSQL implementation for several nodes can be added beside
@@ -7,11 +8,13 @@
 //! **Invariant:** when [`Store::commit`] returns `Ok`, every effect it was given is durable (on
 //! disk, fsynced), and a batch is applied whole or not at all.
 
+mod agent_state;
 mod sqlite;
 
 use async_trait::async_trait;
 use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
 use hark_core::time::Millis;
+use hark_core::turn::PersonRhythm;
 
 pub use sqlite::SqliteStore;
 
@@ -76,71 +79,99 @@ pub trait Store: Send + Sync + 'static {
 /// A participant played by a built-in agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentParticipant {
+    /// The conversation's id.
     pub conversation: String,
+    /// The participant's name in it.
     pub name: ParticipantName,
+    /// Its kind (usually `agent`, but a person's seat may be played by a model too).
+    pub kind: ParticipantKind,
+    /// The configured agent that plays it (`[[agent]] name`).
     pub agent: String,
 }
 
-/// A built-in agent's saved turn-engine state. The store keeps it opaque except for its shape.
+/// A built-in agent's saved turn-engine state, in the core's types: the store alone decides how
+/// it is written down (the rhythm's stored form is private to this crate).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentState {
     /// The last epoch the engine used.
     pub epoch: u64,
     /// The highest person seq answered or deliberately left silent.
     pub answered_up_to: u64,
-    /// The learned rhythm of the person, serialised by the caller.
-    pub rhythm: String,
+    /// The learned rhythm of the person.
+    pub rhythm: PersonRhythm,
 }
 
+/// A conversation to create, with its first participants.
 #[derive(Clone, Debug)]
 pub struct NewConversation {
+    /// Its id (128 random bits, hex), chosen by the caller.
     pub id: String,
+    /// An optional title.
     pub title: Option<String>,
+    /// When it was created.
     pub created_at: Millis,
+    /// Its first participants, in order.
     pub participants: Vec<NewParticipant>,
 }
 
+/// A participant to add.
 #[derive(Clone, Debug)]
 pub struct NewParticipant {
+    /// Its name, unique in the conversation.
     pub name: ParticipantName,
+    /// Person or model.
     pub kind: ParticipantKind,
     /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
+    /// The digest of its bearer token (the token itself is never stored).
     pub token_hash: TokenHash,
 }
 
 /// A conversation as the store holds it.
 #[derive(Clone, Debug)]
 pub struct StoredConversation {
+    /// Its id.
     pub id: String,
+    /// Its title, if it has one.
     pub title: Option<String>,
+    /// When it was created.
     pub created_at: Millis,
+    /// Its participants in the order they joined, with cursor and draft.
     pub participants: Vec<StoredParticipant>,
     /// The whole log, in `seq` order.
     pub messages: Vec<Message>,
 }
 
+/// A participant as stored: what the protocol needs, and the agent that plays it.
 #[derive(Clone, Debug)]
 pub struct StoredParticipant {
+    /// Name, kind, cursor and draft, as the state machine restores them.
     pub record: ParticipantRecord,
+    /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
 }
 
 /// The participant a token belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenOwner {
+    /// The conversation the token opens.
     pub conversation: String,
+    /// The participant it acts as.
     pub name: ParticipantName,
+    /// Person or model.
     pub kind: ParticipantKind,
 }
 
+/// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or failed to write; the operation may be retried.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A participant of that name is already in the conversation.
     #[error("a participant with that name already exists in this conversation")]
     NameTaken,
+    /// The conversation does not exist.
     #[error("no such conversation")]
     NotFound,
     /// Stored data that cannot be read back (a bug or a damaged file); not retryable.
@@ -149,6 +180,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the same operation may succeed later (the store was unavailable).
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

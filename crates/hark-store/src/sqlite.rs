@@ -15,6 +15,7 @@ use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent_state;
 use crate::{
     AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
     StoredConversation, StoredParticipant, TokenHash, TokenOwner,
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
 const MAX_JOBS_PER_COMMIT: usize = 2048;
 const READ_CONNECTIONS: usize = 4;
 
+/// The embedded [`Store`]: one SQLite file in WAL mode, one writer thread doing group commit.
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -113,6 +115,7 @@ impl SqliteStore {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -240,7 +243,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut statement = c
                 .prepare_cached(
-                    "SELECT conversation_id, name, agent FROM participants
+                    "SELECT conversation_id, name, agent, kind FROM participants
                      WHERE agent IS NOT NULL ORDER BY conversation_id, position",
                 )
                 .map_err(unavailable)?;
@@ -250,15 +253,17 @@ impl Store for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
                     ))
                 })
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (conversation, name, agent) = row.map_err(unavailable)?;
+                let (conversation, name, agent, kind) = row.map_err(unavailable)?;
                 out.push(AgentParticipant {
                     conversation,
                     name: parse_name(&name)?,
+                    kind: parse_kind(&kind)?,
                     agent,
                 });
             }
@@ -283,7 +288,7 @@ impl Store for SqliteStore {
                     Ok(AgentState {
                         epoch: r.get::<_, i64>(0)? as u64,
                         answered_up_to: r.get::<_, i64>(1)? as u64,
-                        rhythm: r.get(2)?,
+                        rhythm: agent_state::decode_rhythm(&r.get::<_, String>(2)?),
                     })
                 })
                 .optional()
@@ -438,7 +443,7 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
                     participant.as_str(),
                     state.epoch as i64,
                     state.answered_up_to as i64,
-                    state.rhythm
+                    agent_state::encode_rhythm(&state.rhythm)
                 ])
             })
             .map(drop)
@@ -801,5 +806,55 @@ mod tests {
         let page = store.messages_after("c", 1, 10).await.unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].text, "two");
+    }
+
+    #[tokio::test]
+    async fn agent_state_round_trips_and_its_marks_never_move_back() {
+        use hark_core::turn::PersonRhythm;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let coach = ParticipantName::parse("coach").unwrap();
+        let mut rhythm = PersonRhythm::default();
+        rhythm.observe_gap(3_000);
+        rhythm.observe_typing_start();
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(store.load_agent_state("c", &coach).await.unwrap(), None);
+            let state = AgentState {
+                epoch: 7,
+                answered_up_to: 12,
+                rhythm,
+            };
+            store.save_agent_state("c", &coach, state).await.unwrap();
+            // An older snapshot (a task that lagged) cannot take the marks back.
+            let older = AgentState {
+                epoch: 3,
+                answered_up_to: 2,
+                rhythm: PersonRhythm::default(),
+            };
+            store.save_agent_state("c", &coach, older).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_agent_state("c", &coach).await.unwrap().unwrap();
+        assert_eq!((loaded.epoch, loaded.answered_up_to), (7, 12));
+        assert_eq!(
+            loaded.rhythm,
+            PersonRhythm::default(),
+            "the rhythm is the latest"
+        );
+        let state = AgentState {
+            epoch: 8,
+            answered_up_to: 13,
+            rhythm,
+        };
+        store
+            .save_agent_state("c", &coach, state.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_agent_state("c", &coach).await.unwrap(),
+            Some(state)
+        );
     }
 }

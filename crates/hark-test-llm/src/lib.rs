@@ -18,6 +18,7 @@
 //! let anthropic_base = stand_in.anthropic_base_url(); // "http://127.0.0.1:PORT"
 //! # }
 //! ```
+#![warn(missing_docs)]
 
 mod script;
 mod wire;

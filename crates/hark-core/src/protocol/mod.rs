@@ -690,7 +690,9 @@ impl Conversation {
         };
         let chars = client_id.chars().count();
         if chars == 0 || chars > self.limits.max_client_id_chars {
-            return Err(ActionError::InvalidClientId);
+            return Err(ActionError::InvalidClientId {
+                max_chars: self.limits.max_client_id_chars,
+            });
         }
         let Some(&seq) = self.client_ids.get(&(me, client_id.to_owned())) else {
             return Ok(None);

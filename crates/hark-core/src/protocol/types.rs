@@ -297,8 +297,14 @@ pub enum ActionError {
     EmptyText,
     NothingToUndo,
     EmptyDraft,
-    TooLong { chars: usize, max_chars: usize },
-    InvalidClientId,
+    TooLong {
+        chars: usize,
+        max_chars: usize,
+    },
+    /// A `client_id` that is empty or longer than the configured `max_client_id_chars`.
+    InvalidClientId {
+        max_chars: usize,
+    },
     UnknownParticipant,
 }
 
@@ -310,7 +316,7 @@ impl ActionError {
             ActionError::NothingToUndo => "nothing_to_undo",
             ActionError::EmptyDraft => "empty_draft",
             ActionError::TooLong { .. } => "too_long",
-            ActionError::InvalidClientId => "bad_request",
+            ActionError::InvalidClientId { .. } => "bad_request",
             ActionError::UnknownParticipant => "forbidden",
         }
     }
@@ -331,8 +337,9 @@ impl fmt::Display for ActionError {
                 "The message would be {chars} characters, more than the limit of {max_chars}: \
                  shorten it or split it into several messages."
             ),
-            ActionError::InvalidClientId => f.write_str(
-                "client_id must be 1 to 128 characters: use a fresh random id per message.",
+            ActionError::InvalidClientId { max_chars } => write!(
+                f,
+                "client_id must be 1 to {max_chars} characters: use a fresh random id per message."
             ),
             ActionError::UnknownParticipant => {
                 f.write_str("You are not a participant of this conversation.")

@@ -13,38 +13,32 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use hark_core::protocol::{Action, ActionResult, Envelope, ParticipantName};
 use hark_llm::{ChatMessage, ChatRequest, StreamEvent, ToolCall, ToolSpec};
-use serde_json::json;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::{Activity, AgentSpec, shorten};
-use crate::AppState;
-use crate::conversation::{ActError, Handle};
+use super::config::{Activity, AgentSpec, shorten};
+use crate::app::{AgentContext, AppError};
+use crate::mcp::render;
+use crate::tools::{self, ToolCallError};
+use crate::wire::{self, WireEnvelope};
 
 /// Lines of conversation the model is shown each turn.
 const CONTEXT_MESSAGES: usize = 40;
+/// The window of the messages-per-minute guard.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(
-    state: AppState,
-    conversation: String,
-    me: ParticipantName,
+    ctx: AgentContext,
     spec: Arc<AgentSpec>,
     streaming: bool,
     activity: Option<mpsc::UnboundedSender<Activity>>,
 ) {
-    let handle = match state.registry.get(&conversation).await {
-        Ok(Some(handle)) => handle,
-        _ => return,
-    };
-    let transcript = match state
-        .store
-        .messages_after(&conversation, 0, usize::MAX)
-        .await
-    {
+    let transcript = match ctx.messages_after(0, usize::MAX).await {
         Ok(history) => history
             .into_iter()
             .map(|m| (m.from.to_string(), m.text))
@@ -54,15 +48,16 @@ pub(crate) async fn run(
             return;
         }
     };
+    let shutdown = ctx.shutdown();
     let mut agent = ActionAgent {
-        handle,
-        me,
+        me: ctx.me().name().clone(),
+        ctx,
         spec,
+        streaming,
         activity,
         transcript,
         sent_at: VecDeque::new(),
     };
-    let shutdown = state.shutdown.clone();
     let mut turns = 0;
     loop {
         // Wait for news. `check` returns at once if something unseen is already there.
@@ -101,9 +96,11 @@ pub(crate) async fn run(
 }
 
 struct ActionAgent {
-    handle: Handle,
+    ctx: AgentContext,
     me: ParticipantName,
     spec: Arc<AgentSpec>,
+    /// Mode "actions" with streaming: its text goes into the draft sentence by sentence.
+    streaming: bool,
     activity: Option<mpsc::UnboundedSender<Activity>>,
     /// `(author, text)` of every message so far, oldest first.
     transcript: Vec<(String, String)>,
@@ -119,8 +116,8 @@ enum Step {
 }
 
 impl ActionAgent {
-    async fn act(&mut self, action: Action) -> Result<Envelope, ActError> {
-        let result = self.handle.act(self.me.clone(), action).await;
+    async fn act(&mut self, action: Action) -> Result<Envelope, AppError> {
+        let result = self.ctx.act(action).await;
         if let Ok(envelope) = &result {
             for message in &envelope.incoming {
                 self.transcript
@@ -141,17 +138,16 @@ impl ActionAgent {
         while self
             .sent_at
             .front()
-            .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
+            .is_some_and(|t| self.ctx.clock().instant() >= *t + RATE_WINDOW)
         {
             self.sent_at.pop_front();
         }
         if self.sent_at.len() >= per_minute
             && let Some(oldest) = self.sent_at.front()
         {
-            let wait = Duration::from_secs(60).saturating_sub(oldest.elapsed());
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(*oldest + RATE_WINDOW) => {}
             }
         }
     }
@@ -215,7 +211,14 @@ impl ActionAgent {
             model: self.spec.config.model.clone(),
             system: Some(self.system_prompt(streaming)),
             messages,
-            tools: action_tools(streaming),
+            tools: tools::for_agent(streaming)
+                .into_iter()
+                .map(|t| ToolSpec {
+                    name: t.name.to_owned(),
+                    description: t.description,
+                    parameters: t.schema,
+                })
+                .collect(),
             max_tokens: self.spec.config.max_tokens,
             temperature: self.spec.config.temperature,
         }
@@ -385,24 +388,28 @@ impl ActionAgent {
         }
     }
 
-    /// Runs one tool call: the text a model reads, whether it failed, and what it did.
+    /// Runs one tool call: the text a model reads, whether it failed, and what it did. Arguments
+    /// are decoded by the same table as MCP's, and the result reads as an MCP client's model
+    /// would read it.
     async fn run_tool(&mut self, call: &ToolCall) -> (String, bool, Step) {
-        let text_arg = call.arguments["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let action = match call.name.as_str() {
-            "append" => Action::Append { text: text_arg },
-            "undo" => Action::Undo,
-            "reset" => Action::Reset,
-            "preview" => Action::Preview,
-            "push" => Action::Push {
-                force: call.arguments["force"].as_bool().unwrap_or(false),
-                client_id: None,
-            },
-            other => {
+        let offered = tools::for_agent(self.streaming);
+        let decoded = if offered.iter().any(|t| t.name == call.name) {
+            tools::decode(&call.name, call.arguments.clone())
+        } else {
+            Err(ToolCallError::Unknown(call.name.clone()))
+        };
+        let action = match decoded {
+            Ok(tools::ToolCall::Act(action)) => action,
+            Ok(_) | Err(ToolCallError::Unknown(_)) => {
                 return (
-                    format!("There is no tool named {other}."),
+                    format!("There is no tool named {}.", call.name),
+                    true,
+                    Step::Continue,
+                );
+            }
+            Err(ToolCallError::BadArguments(detail)) => {
+                return (
+                    format!("bad_request: The arguments are not valid for this tool: {detail}."),
                     true,
                     Step::Continue,
                 );
@@ -410,16 +417,7 @@ impl ActionAgent {
         };
         let envelope = match self.act(action).await {
             Ok(envelope) => envelope,
-            Err(ActError::Refused(error)) => {
-                return (format!("{}: {error}", error.code()), true, Step::Continue);
-            }
-            Err(ActError::Unavailable) => {
-                return (
-                    "unavailable: the store is unavailable; try again.".into(),
-                    true,
-                    Step::Continue,
-                );
-            }
+            Err(error) => return (error.to_string(), true, Step::Continue),
         };
         let step = match &envelope.result {
             ActionResult::Sent { message, .. } => {
@@ -460,13 +458,12 @@ impl ActionAgent {
             _ => Step::Continue,
         };
         // The same text an MCP client's model reads for the same result.
-        let text =
-            crate::mcp::render::envelope(&crate::wire::envelope(&envelope), Some(self.me.as_str()));
-        (text, false, step)
+        let json = wire::to_value(&WireEnvelope::from(&envelope));
+        (render::envelope(&json, Some(self.me.as_str())), false, step)
     }
 
     fn sent(&mut self, seq: u64, text: &str) {
-        self.sent_at.push_back(Instant::now());
+        self.sent_at.push_back(self.ctx.clock().instant());
         self.transcript.push((self.me.to_string(), text.to_owned()));
         self.report(Activity::Sent {
             agent: self.me.to_string(),
@@ -530,49 +527,6 @@ pub fn take_sentence(pending: &mut String) -> Option<String> {
         }
     }
     None
-}
-
-fn action_tools(streaming: bool) -> Vec<ToolSpec> {
-    let none = json!({"type": "object", "properties": {}});
-    let mut tools = Vec::new();
-    if !streaming {
-        tools.push(ToolSpec {
-            name: "append".into(),
-            description: "Add text to your private draft. The result shows what arrived meanwhile."
-                .into(),
-            parameters: json!({
-                "type": "object",
-                "properties": {"text": {"type": "string"}},
-                "required": ["text"]
-            }),
-        });
-        tools.push(ToolSpec {
-            name: "preview".into(),
-            description: "Show the exact text push would send.".into(),
-            parameters: none.clone(),
-        });
-    }
-    tools.push(ToolSpec {
-        name: "undo".into(),
-        description: "Remove the most recent segment of your draft.".into(),
-        parameters: none.clone(),
-    });
-    tools.push(ToolSpec {
-        name: "reset".into(),
-        description: "Discard your whole draft.".into(),
-        parameters: none.clone(),
-    });
-    tools.push(ToolSpec {
-        name: "push".into(),
-        description: "Send your draft. Held (not sent) if unseen messages arrived: read them, \
-                      then push again or revise."
-            .into(),
-        parameters: json!({
-            "type": "object",
-            "properties": {"force": {"type": "boolean"}}
-        }),
-    });
-    tools
 }
 
 #[cfg(test)]

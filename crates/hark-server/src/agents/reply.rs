@@ -1,15 +1,16 @@
-//! Mode "reply": the driver that runs a [`TurnEngine`] with the real clock.
+//! Mode "reply": the driver that runs a [`TurnEngine`] on the server's clock.
 //!
 //! One task per (conversation, agent) owns its engine. It selects over the conversation's live
-//! events, the results of the generation in flight, the engine's timer and shutdown, feeds each
-//! to the engine with the clock's `now`, and executes what comes out: start or abort a
-//! generation, show typing, send a bubble.
+//! events, the results of the generation and the endpoint verdict in flight, the engine's timer,
+//! the typing-lease refresh and shutdown, feeds each to the engine with the clock's `now`, and
+//! executes what comes out: start or abort a generation, ask the endpoint model, show typing,
+//! send a bubble.
 //!
-//! Restart: every bubble is sent with the client id `turn-{epoch}-{index}-r{read_up_to}`. The
-//! message and its client id are committed together, so after a crash the log itself says which
-//! bursts were answered and which epoch was last used; a resent bubble is recognised as a
-//! duplicate instead of being sent twice. Silent endings and the person's rhythm are saved in the
-//! store's agent state after every turn.
+//! Restart: every bubble is sent with its [`TurnId`] as client id. The message and its client id
+//! are committed together, so after a crash the log itself says which bursts were answered and
+//! which epoch was last used; a resent bubble is recognised as a duplicate instead of being sent
+//! twice. Silent endings and the person's rhythm are saved in the store's agent state after every
+//! turn.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,41 +19,41 @@ use std::time::Duration;
 use futures::StreamExt;
 use hark_core::protocol::{Action, ActionResult, Event, Message, ParticipantName};
 use hark_core::turn::{
-    GenerationResult, Input, LogMessage, Output, PersonRhythm, Prompt, Role, TurnEngine, TurnId,
+    GenerationResult, Input, LogMessage, Output, Prompt, Role, TurnConfig, TurnEngine, TurnId,
     TurnOutcome, TurnSnapshot,
 };
-use hark_llm::{ChatMessage, ChatRequest, StreamEvent, ToolSpec};
+use hark_llm::{ChatRequest, StreamEvent, ToolSpec};
 use hark_store::AgentState;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::{AgentSpec, shorten};
-use crate::AppState;
-use crate::conversation::{Handle, now};
+use super::config::{AgentSpec, shorten};
+use super::endpoint;
+use super::prompt::chat_messages;
+use crate::app::{AgentContext, AppError};
+use crate::clock::Clock;
 
 /// Messages of context handed to the engine on restore, beyond the unanswered ones.
 const RESTORE_CONTEXT: usize = 80;
+/// Tries to store a bubble before giving it up.
 const SEND_ATTEMPTS: u32 = 3;
+/// What `wait_for_more` waits when the model leaves out `ms` (the engine still bounds it by
+/// `max_wait_for_more_ms`).
+const DEFAULT_WAIT_FOR_MORE_MS: u64 = 3_000;
+/// The shortest typing-lease refresh period, whatever the lease length.
+const MIN_TYPING_REFRESH_MS: u64 = 100;
 
-pub(crate) async fn run(
-    state: AppState,
-    conversation: String,
-    me: ParticipantName,
-    spec: Arc<AgentSpec>,
-) {
-    let handle = match state.registry.get(&conversation).await {
-        Ok(Some(handle)) => handle,
-        Ok(None) => return,
+pub(crate) async fn run(ctx: AgentContext, spec: Arc<AgentSpec>) {
+    let subscription = match ctx.subscribe().await {
+        Ok(subscription) => subscription,
         Err(error) => {
-            tracing::error!(%error, "cannot load the conversation; the agent does not start");
+            tracing::error!(%error, "cannot reach the conversation; the agent does not start");
             return;
         }
     };
-    let Ok((live, last_seq)) = handle.subscribe().await else {
-        return;
-    };
-    let engine = match restore(&state, &conversation, &me, &spec, last_seq).await {
+    let engine = match restore(&ctx, &spec, subscription.last_seq).await {
         Ok(engine) => engine,
         Err(error) => {
             tracing::error!(%error, "cannot restore the agent's state; it does not start");
@@ -61,34 +62,40 @@ pub(crate) async fn run(
     };
     let (results, results_rx) = mpsc::unbounded_channel();
     let driver = Driver {
-        state,
-        conversation,
-        handle,
-        me,
+        clock: ctx.clock(),
+        me: ctx.me().name().clone(),
+        ctx,
         spec,
         engine,
         generation: None,
+        asking: None,
         results,
-        typing_shown: false,
+        typing_refresh: None,
         people_typing: BTreeSet::new(),
-        last_seq,
+        last_seq: subscription.last_seq,
     };
-    driver.run(live, results_rx).await;
+    driver.run(subscription.live, results_rx).await;
+}
+
+/// The engine's knobs: the agent's own, with the two that have another home filled in.
+pub(crate) fn turn_config(ctx: &AgentContext, spec: &AgentSpec) -> TurnConfig {
+    let mut turn = spec.config.turn.clone();
+    // One lease length for everybody: the protocol's, which the person's client refreshes by.
+    turn.typing_timeout_ms = ctx.typing_timeout_ms();
+    // Asking is only worth it with a model to ask.
+    turn.endpoint_model_timeout_ms = spec.endpoint.as_ref().map(|e| e.timeout_ms);
+    turn
 }
 
 /// Rebuilds the engine from the log and the saved state.
 async fn restore(
-    state: &AppState,
-    conversation: &str,
-    me: &ParticipantName,
+    ctx: &AgentContext,
     spec: &AgentSpec,
     last_seq: u64,
-) -> Result<TurnEngine, hark_store::StoreError> {
-    let history = state
-        .store
-        .messages_after(conversation, 0, last_seq as usize)
-        .await?;
-    let saved = state.store.load_agent_state(conversation, me).await?;
+) -> Result<TurnEngine, AppError> {
+    let me = ctx.me().name();
+    let history = ctx.messages_after(0, last_seq as usize).await?;
+    let saved = ctx.load_state().await?;
     let mut epoch = saved.as_ref().map_or(0, |s| s.epoch);
     let mut answered_up_to = saved.as_ref().map_or(0, |s| s.answered_up_to);
     for message in history.iter().filter(|m| &m.from == me) {
@@ -97,10 +104,7 @@ async fn restore(
             answered_up_to = answered_up_to.max(id.read_up_to);
         }
     }
-    let rhythm = saved
-        .as_ref()
-        .and_then(|s| rhythm_from_json(&s.rhythm))
-        .unwrap_or_default();
+    let rhythm = saved.map(|s| s.rhythm).unwrap_or_default();
     let keep_from = history.len().saturating_sub(RESTORE_CONTEXT);
     let recent = history
         .iter()
@@ -109,28 +113,30 @@ async fn restore(
         .map(|(_, m)| log_message(m, me))
         .collect();
     Ok(TurnEngine::restore(
-        spec.config.turn.clone(),
+        turn_config(ctx, spec),
         TurnSnapshot {
             answered_up_to,
             epoch,
             rhythm,
         },
         recent,
-        now(),
+        ctx.clock().now(),
     ))
 }
 
 struct Driver {
-    state: AppState,
-    conversation: String,
-    handle: Handle,
+    ctx: AgentContext,
+    clock: Clock,
     me: ParticipantName,
     spec: Arc<AgentSpec>,
     engine: TurnEngine,
     /// The generation in flight: its epoch and the task streaming it.
     generation: Option<(u64, JoinHandle<()>)>,
+    /// The endpoint question in flight: its ask id and the task asking it.
+    asking: Option<(u64, JoinHandle<()>)>,
     results: mpsc::UnboundedSender<Input>,
-    typing_shown: bool,
+    /// While the agent shows typing: when its lease is next refreshed.
+    typing_refresh: Option<Instant>,
     /// Other participants whose composing indicator is on.
     people_typing: BTreeSet<ParticipantName>,
     /// The last message seq fed to the engine.
@@ -143,16 +149,13 @@ impl Driver {
         mut live: broadcast::Receiver<Event>,
         mut results: mpsc::UnboundedReceiver<Input>,
     ) {
-        let shutdown = self.state.shutdown.clone();
-        // A typing lease lasts `typing_timeout_ms`; refresh it well before it lapses.
-        let refresh = Duration::from_millis(self.state.config.limits.typing_timeout_ms / 2);
-        let mut refresh_typing = tokio::time::interval(refresh.max(Duration::from_millis(100)));
+        let shutdown = self.ctx.shutdown();
         self.execute().await;
         loop {
             let deadline = self
                 .engine
                 .poll_timeout()
-                .map(|due| tokio::time::Instant::now() + Duration::from_millis(due.since(now())));
+                .map(|due| self.clock.deadline(due));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = live.recv() => match event {
@@ -166,16 +169,21 @@ impl Driver {
                     {
                         self.generation = None;
                     }
-                    self.engine.handle_input(now(), input);
+                    self.engine.handle_input(self.clock.now(), input);
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => self.engine.handle_timeout(now()),
-                _ = refresh_typing.tick(), if self.typing_shown => {
-                    self.act(Action::Typing { typing: true }).await;
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.engine.handle_timeout(self.clock.now());
+                }
+                _ = sleep_until(self.typing_refresh), if self.typing_refresh.is_some() => {
+                    self.show_typing().await;
                 }
             }
             self.execute().await;
         }
         if let Some((_, task)) = self.generation.take() {
+            task.abort();
+        }
+        if let Some((_, task)) = self.asking.take() {
             task.abort();
         }
         self.save_state().await;
@@ -196,7 +204,8 @@ impl Driver {
                 }
                 let after = !self.people_typing.is_empty();
                 if before != after {
-                    self.engine.handle_input(now(), Input::PersonTyping(after));
+                    self.engine
+                        .handle_input(self.clock.now(), Input::PersonTyping(after));
                 }
             }
             _ => {}
@@ -208,13 +217,14 @@ impl Driver {
             return;
         }
         self.last_seq = message.seq;
+        let now = self.clock.now();
         if message.from == self.me {
             // The engine learns of its own bubbles from `BubbleDelivered`; anything else this
             // participant sent (a notice) is an agent message it did not produce.
             let own_bubble = turn_id(message).is_some();
             if !own_bubble {
                 self.engine.handle_input(
-                    now(),
+                    now,
                     Input::AgentMessage {
                         seq: message.seq,
                         text: message.text.clone(),
@@ -225,10 +235,10 @@ impl Driver {
         }
         // A message ends its author's typing, as the protocol says.
         if self.people_typing.remove(&message.from) && self.people_typing.is_empty() {
-            self.engine.handle_input(now(), Input::PersonTyping(false));
+            self.engine.handle_input(now, Input::PersonTyping(false));
         }
         self.engine.handle_input(
-            now(),
+            now,
             Input::PersonMessage(hark_core::turn::PersonMessage {
                 seq: message.seq,
                 text: message.text.clone(),
@@ -239,12 +249,7 @@ impl Driver {
 
     /// After the live stream lagged: feed what was missed from the store.
     async fn catch_up(&mut self) {
-        match self
-            .state
-            .store
-            .messages_after(&self.conversation, self.last_seq, 10_000)
-            .await
-        {
+        match self.ctx.messages_after(self.last_seq, 10_000).await {
             Ok(missed) => {
                 for message in missed {
                     self.on_message(&message);
@@ -287,9 +292,30 @@ impl Driver {
                         }
                     }
                 }
-                Output::ShowTyping(typing) => {
-                    self.typing_shown = typing;
-                    self.act(Action::Typing { typing }).await;
+                Output::AskEndpoint {
+                    ask,
+                    read_up_to,
+                    prompt,
+                } => {
+                    // A newer question supersedes the one in flight: drop its stream.
+                    if let Some((_, task)) = self.asking.take() {
+                        task.abort();
+                    }
+                    if let Some(model) = &self.spec.endpoint {
+                        tracing::debug!(ask, read_up_to, "asking the endpoint model");
+                        let task = tokio::spawn(endpoint::ask(
+                            model.clone(),
+                            ask,
+                            prompt,
+                            self.results.clone(),
+                        ));
+                        self.asking = Some((ask, task));
+                    }
+                }
+                Output::ShowTyping(true) => self.show_typing().await,
+                Output::ShowTyping(false) => {
+                    self.typing_refresh = None;
+                    self.act(Action::Typing { typing: false }).await;
                 }
                 Output::SendBubble {
                     epoch,
@@ -305,12 +331,17 @@ impl Driver {
                         read_up_to,
                     }
                     .to_string();
+                    // The bubble ends the agent's typing lease (a message ends its author's);
+                    // the engine shows typing again before a next bubble.
+                    self.typing_refresh = None;
                     if let Some(seq) = self.send(text, client_id).await {
                         if seq > self.last_seq {
                             self.last_seq = seq;
                         }
-                        self.engine
-                            .handle_input(now(), Input::BubbleDelivered { epoch, index, seq });
+                        self.engine.handle_input(
+                            self.clock.now(),
+                            Input::BubbleDelivered { epoch, index, seq },
+                        );
                     }
                 }
                 Output::Committed { epoch, read_up_to } => {
@@ -323,12 +354,16 @@ impl Driver {
                         self.notice(epoch).await;
                     }
                 }
-                Output::AskEndpoint { .. } => {
-                    // No endpoint model is configured for built-in agents yet; the engine falls
-                    // back to its rules when the verdict does not come.
-                }
             }
         }
+    }
+
+    /// Sets (or refreshes) the agent's typing lease and schedules the next refresh, well before
+    /// the lease lapses.
+    async fn show_typing(&mut self) {
+        let refresh = (self.ctx.typing_timeout_ms() / 2).max(MIN_TYPING_REFRESH_MS);
+        self.typing_refresh = Some(self.clock.instant() + Duration::from_millis(refresh));
+        self.act(Action::Typing { typing: true }).await;
     }
 
     /// Sends a bubble; returns its seq. Retries a store failure a few times: the client id makes
@@ -339,7 +374,7 @@ impl Driver {
                 text: text.clone(),
                 client_id: Some(client_id.clone()),
             };
-            match self.handle.act(self.me.clone(), action).await {
+            match self.ctx.act(action).await {
                 Ok(envelope) => {
                     if let ActionResult::Sent { message, .. } = envelope.result {
                         return Some(message.seq);
@@ -347,7 +382,7 @@ impl Driver {
                     return None;
                 }
                 Err(error) => {
-                    tracing::warn!(?error, attempt, "sending a bubble failed");
+                    tracing::warn!(%error, attempt, "sending a bubble failed");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
             }
@@ -356,8 +391,8 @@ impl Driver {
     }
 
     async fn act(&self, action: Action) {
-        if let Err(error) = self.handle.act(self.me.clone(), action).await {
-            tracing::warn!(?error, "an agent action failed");
+        if let Err(error) = self.ctx.act(action).await {
+            tracing::warn!(%error, "an agent action failed");
         }
     }
 
@@ -375,14 +410,9 @@ impl Driver {
         let state = AgentState {
             epoch: snapshot.epoch,
             answered_up_to: snapshot.answered_up_to,
-            rhythm: rhythm_to_json(&snapshot.rhythm),
+            rhythm: snapshot.rhythm,
         };
-        if let Err(error) = self
-            .state
-            .store
-            .save_agent_state(&self.conversation, &self.me, state)
-            .await
-        {
+        if let Err(error) = self.ctx.save_state(state).await {
             tracing::warn!(%error, "cannot save the agent's state");
         }
     }
@@ -405,7 +435,9 @@ async fn generate(
                     return Ok(GenerationResult::StaySilent);
                 }
                 StreamEvent::ToolCall(call) if call.name == "wait_for_more" => {
-                    let ms = call.arguments["ms"].as_u64().unwrap_or(3_000);
+                    let ms = call.arguments["ms"]
+                        .as_u64()
+                        .unwrap_or(DEFAULT_WAIT_FOR_MORE_MS);
                     return Ok(GenerationResult::WaitForMore { ms });
                 }
                 StreamEvent::ToolCall(call) => {
@@ -436,7 +468,7 @@ async fn generate(
 }
 
 /// The engine's prompt as a provider request, with the two tools of mode "reply".
-pub fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
+pub(crate) fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
     let mut system = spec.config.system_prompt.clone();
     if !system.is_empty() {
         system.push_str("\n\n");
@@ -449,21 +481,6 @@ pub fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
         system
             .push_str(" If the person is clearly in the middle of a thought, call wait_for_more.");
     }
-    // Providers want the conversation to open with the person.
-    let messages = prompt
-        .turns
-        .iter()
-        .skip_while(|t| t.role == Role::Assistant)
-        .map(|t| match t.role {
-            Role::User => ChatMessage::User {
-                text: t.text.clone(),
-            },
-            Role::Assistant => ChatMessage::Assistant {
-                text: t.text.clone(),
-                tool_calls: Vec::new(),
-            },
-        })
-        .collect();
     let mut tools = vec![ToolSpec {
         name: "stay_silent".into(),
         description: "End your turn without replying (not an error).".into(),
@@ -473,9 +490,14 @@ pub fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
         tools.push(ToolSpec {
             name: "wait_for_more".into(),
             description: "Hold on for the person to go on, up to ms milliseconds.".into(),
+            // The engine bounds the wait by this knob; the schema says so to the model.
             parameters: json!({
                 "type": "object",
-                "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 10000}},
+                "properties": {"ms": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": spec.config.turn.max_wait_for_more_ms
+                }},
                 "required": ["ms"]
             }),
         });
@@ -483,7 +505,7 @@ pub fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
     ChatRequest {
         model: spec.config.model.clone(),
         system: Some(system),
-        messages,
+        messages: chat_messages(prompt),
         tools,
         max_tokens: spec.config.max_tokens,
         temperature: spec.config.temperature,
@@ -509,52 +531,9 @@ fn log_message(message: &Message, me: &ParticipantName) -> LogMessage {
     }
 }
 
-fn rhythm_to_json(rhythm: &PersonRhythm) -> String {
-    json!({
-        "gap_log_mean": rhythm.gap_log_mean,
-        "gap_log_var": rhythm.gap_log_var,
-        "gap_samples": rhythm.gap_samples,
-        "reply_log_mean": rhythm.reply_log_mean,
-        "reply_samples": rhythm.reply_samples,
-        "pause_rate": rhythm.pause_rate,
-        "typing_starts": rhythm.typing_starts,
-    })
-    .to_string()
-}
-
-fn rhythm_from_json(text: &str) -> Option<PersonRhythm> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some(PersonRhythm {
-        gap_log_mean: v["gap_log_mean"].as_f64()?,
-        gap_log_var: v["gap_log_var"].as_f64()?,
-        gap_samples: v["gap_samples"].as_u64()? as u32,
-        reply_log_mean: v["reply_log_mean"].as_f64()?,
-        reply_samples: v["reply_samples"].as_u64()? as u32,
-        // Fields added later: a state saved before them starts from the defaults.
-        pause_rate: v["pause_rate"]
-            .as_f64()
-            .unwrap_or(PersonRhythm::default().pause_rate),
-        typing_starts: v["typing_starts"].as_u64().unwrap_or(0) as u32,
-    })
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rhythm_round_trips_through_json() {
-        let mut rhythm = PersonRhythm::default();
-        rhythm.observe_gap(4_000);
-        rhythm.observe_gap(9_000);
-        rhythm.observe_reply_latency(20_000);
-        assert_eq!(rhythm_from_json(&rhythm_to_json(&rhythm)), Some(rhythm));
     }
 }

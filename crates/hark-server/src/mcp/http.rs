@@ -1,8 +1,8 @@
 //! `/mcp` on `hark serve`: MCP over streamable HTTP.
 //!
-//! An axum layer resolves the bearer token of every request before rmcp sees it: no token or an
-//! unknown one is answered `401` with the usual JSON error, the admin token `403`; a participant's
-//! token becomes a [`LocalSession`] in the request's extensions, which rmcp hands to the tool
+//! An axum layer resolves the bearer token of every request through the service before rmcp sees
+//! it: no token or an unknown one is answered `401` with the usual JSON error, the admin token
+//! `403`; a participant's token becomes a [`LocalSession`] in the request's extensions, which rmcp hands to the tool
 //! handler with the request's `http::request::Parts`. So the token selects conversation and
 //! participant on each request, with or without an MCP session.
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,52 +23,99 @@ use http_body::{Frame, SizeHint};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::LocalSession;
 use super::handler::{HarkMcp, RequestSession};
-use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
+use super::local::LocalSession;
+use crate::app::App;
+use crate::config::ServerConfig;
+use crate::routes::error::ApiError;
+
+/// How `/mcp` ends on shutdown: its `POST` answers in flight are tracked, and its sessions end
+/// when `end` fires.
+#[derive(Clone, Default)]
+pub(crate) struct McpShutdown {
+    /// `POST /mcp` requests whose answer is not delivered yet, so that shutdown can let them
+    /// answer before it ends the MCP sessions.
+    posts: TaskTracker,
+    /// Ends MCP sessions: cancelled once the server's shutdown fired and the running tool calls
+    /// answered.
+    end: CancellationToken,
+}
+
+impl McpShutdown {
+    /// Once `shutdown` fires, waiting `check` calls answer at once (`timed_out: true`). MCP
+    /// requests in flight are given the time to deliver that answer before their sessions are
+    /// ended; ending the sessions at the same instant would cut the answer off.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        /// A request still running after this (a store that hangs) is cut off after all.
+        const GRACE: Duration = Duration::from_secs(5);
+        shutdown.cancelled().await;
+        self.posts.close();
+        if tokio::time::timeout(GRACE, self.posts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("MCP tool calls still running at shutdown are cut off");
+        }
+        self.end.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct McpState {
+    app: App,
+    config: Arc<ServerConfig>,
+    shutdown: McpShutdown,
+}
 
 /// The `/mcp` route, to be merged into the server's router.
-pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
-    let config = StreamableHttpServerConfig::default()
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(
+    app: App,
+    config: Arc<ServerConfig>,
+    shutdown: McpShutdown,
+) -> Router<S> {
+    let rmcp_config = StreamableHttpServerConfig::default()
         // rmcp's DNS-rebinding guard: only these `Host` values are served (empty: any).
-        .with_allowed_hosts(state.config.mcp_allowed_hosts.clone())
+        .with_allowed_hosts(config.mcp_allowed_hosts.clone())
         // Ends every MCP session and stream when the server shuts down (just after the tool
         // calls in flight answered), so that graceful shutdown does not wait on them.
-        .with_cancellation_token(state.mcp_shutdown.child_token())
-        .with_max_request_body_bytes(state.config.max_body_bytes)
-        .with_sse_keep_alive(Some(Duration::from_millis(state.config.keepalive_ms)));
+        .with_cancellation_token(shutdown.end.child_token())
+        .with_max_request_body_bytes(config.max_body_bytes)
+        .with_sse_keep_alive(Some(Duration::from_millis(config.keepalive_ms)));
+    let limits = app.limits();
+    let (default_check_ms, max_check_ms) = (limits.default_check_ms, limits.max_check_ms);
     let service = StreamableHttpService::new(
-        || Ok(HarkMcp::per_request()),
+        move || Ok(HarkMcp::per_request(default_check_ms, max_check_ms)),
         Arc::new(LocalSessionManager::default()),
-        config,
+        rmcp_config,
     );
+    let state = McpState {
+        app,
+        config,
+        shutdown,
+    };
     Router::new()
         .route_service("/mcp", service)
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let owner = match state.auth.caller(request.headers(), &*state.store).await {
-        Ok(Some(Caller::Participant(owner))) => owner,
-        Ok(Some(Caller::Admin)) => {
-            return ApiError::forbidden(
-                "The admin token cannot act as a participant: use that participant's token.",
-            )
-            .into_response();
-        }
-        Ok(None) => {
-            return ApiError::unauthorized(
-                "Send your participant token: 'Authorization: Bearer <token>'.",
-            )
-            .into_response();
-        }
+async fn authenticate(State(state): State<McpState>, mut request: Request, next: Next) -> Response {
+    let token = match crate::routes::bearer(request.headers()) {
+        Ok(token) => token,
         Err(error) => return error.into_response(),
     };
-    let session = LocalSession::new(state.clone(), owner);
+    let me = match state.app.authenticate(token).await {
+        Ok(caller) => state.app.any_participant(&caller),
+        Err(error) => Err(error),
+    };
+    let me = match me {
+        Ok(me) => me,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let session = LocalSession::new(state.app.clone(), me);
     request
         .extensions_mut()
         .insert(RequestSession(Arc::new(session)));
@@ -84,16 +131,11 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     });
     // A POST's answer (JSON, or an SSE stream that ends with the answer) is tracked until its
     // body is done, so shutdown can wait for it; GET streams are endless and are simply ended.
-    let tracked = (request.method() == Method::POST).then(|| state.mcp_posts.token());
+    let tracked = (request.method() == Method::POST).then(|| state.shutdown.posts.token());
     let response = next.run(request).await;
     if expired.load(Ordering::Relaxed) {
         // rmcp calls any body error its own (500); it is the client's, answered as elsewhere.
-        return ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "The request body did not arrive in time: send it at once.",
-        )
-        .into_response();
+        return ApiError::body_timeout().into_response();
     }
     match tracked {
         Some(token) => response.map(|body| {

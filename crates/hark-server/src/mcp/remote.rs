@@ -8,8 +8,8 @@ use hark_core::protocol::Action;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use super::{ParticipantSession, ToolError};
-use crate::wire;
+use super::session::{ParticipantSession, ToolError};
+use crate::wire::{self, WireError, WireWhoami};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,11 +96,9 @@ impl RemoteSession {
             });
         }
         // Hand the server's own code and sentence through unchanged.
-        let error = json.as_ref().and_then(|j| {
-            let code = j["error"]["code"].as_str()?;
-            let message = j["error"]["message"].as_str()?;
-            Some(ToolError::new(code.to_owned(), message.to_owned()))
-        });
+        let error = json
+            .and_then(|j| serde_json::from_value::<WireError>(j).ok())
+            .map(|e| ToolError::new(e.error.code, e.error.message));
         Err(error.unwrap_or_else(|| {
             ToolError::new(
                 "unavailable",
@@ -127,14 +125,12 @@ impl RemoteSession {
 
 impl Me {
     fn from_whoami(who: &Value) -> Result<Me, ToolError> {
-        let conversation = who["id"].as_str();
-        let name = who["you"]["name"].as_str();
-        match (conversation, name) {
-            (Some(conversation), Some(name)) => Ok(Me {
-                conversation: conversation.to_owned(),
-                name: name.to_owned(),
+        match serde_json::from_value::<WireWhoami>(who.clone()) {
+            Ok(who) => Ok(Me {
+                conversation: who.conversation.id,
+                name: who.you.name,
             }),
-            _ => Err(ToolError::new(
+            Err(_) => Err(ToolError::new(
                 "unavailable",
                 "The server's /v1/whoami answer lacks the conversation or the name: is it an \
                  older hark?",

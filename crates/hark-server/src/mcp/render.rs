@@ -9,49 +9,15 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ToolError;
-
-/// The common envelope as it appears on the wire (only what the text needs).
-#[derive(Deserialize)]
-struct Envelope {
-    action: String,
-    #[serde(default)]
-    result: Value,
-    #[serde(default)]
-    incoming: Vec<Message>,
-    #[serde(default)]
-    more_incoming: bool,
-    #[serde(default)]
-    receipts: Vec<Receipt>,
-    #[serde(default)]
-    composing: Vec<String>,
-    #[serde(default)]
-    draft: Draft,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    seq: u64,
-    from: String,
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct Receipt {
-    participant: String,
-    read_up_to: u64,
-}
-
-#[derive(Default, Deserialize)]
-struct Draft {
-    segments: u64,
-    chars: u64,
-}
+use super::session::ToolError;
+use crate::wire::{
+    WireDescription, WireDraft, WireEnvelope, WireHistory, WireMessage, WireResult, WireWhoami,
+};
 
 /// The text for a successful action's envelope. `me` (this participant's name, if known) is
 /// left out of "composing" and receipts: a model need not be told about itself.
 pub fn envelope(body: &Value, me: Option<&str>) -> String {
-    let Ok(e) = Envelope::deserialize(body) else {
+    let Ok(e) = WireEnvelope::deserialize(body) else {
         // Only reachable if a server speaks another version of the wire format.
         return format!("The server answered: {body}");
     };
@@ -93,13 +59,7 @@ pub fn envelope(body: &Value, me: Option<&str>) -> String {
 
 /// The text for `history`'s `{messages, more}`.
 pub fn history(body: &Value, after: u64) -> String {
-    #[derive(Deserialize)]
-    struct Page {
-        messages: Vec<Message>,
-        #[serde(default)]
-        more: bool,
-    }
-    let Ok(page) = Page::deserialize(body) else {
+    let Ok(page) = WireHistory::deserialize(body) else {
         return format!("The server answered: {body}");
     };
     let Some(last) = page.messages.last().map(|m| m.seq) else {
@@ -120,37 +80,29 @@ pub fn history(body: &Value, after: u64) -> String {
 
 /// The text for `whoami`'s body (that of `GET /v1/whoami`).
 pub fn whoami(body: &Value) -> String {
-    #[derive(Deserialize)]
-    struct Who {
-        id: String,
-        #[serde(default)]
-        title: Option<String>,
-        you: Participant,
-        participants: Vec<Participant>,
-        last_seq: u64,
-        #[serde(default)]
-        composing: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct Participant {
-        name: String,
-        kind: String,
-    }
-    let Ok(who) = Who::deserialize(body) else {
+    let Ok(WireWhoami { conversation, you }) = WireWhoami::deserialize(body) else {
         return format!("The server answered: {body}");
     };
+    let WireDescription {
+        id,
+        title,
+        participants,
+        last_seq,
+        composing,
+        ..
+    } = conversation;
     let mut out = format!(
-        "You are {} ({}) in conversation {}",
-        who.you.name, who.you.kind, who.id
+        "You are {} ({}) in conversation {id}",
+        you.name,
+        kind(you.kind)
     );
-    if let Some(title) = who.title.filter(|t| !t.is_empty()) {
+    if let Some(title) = title.filter(|t| !t.is_empty()) {
         let _ = write!(out, " \"{title}\"");
     }
-    let others: Vec<String> = who
-        .participants
+    let others: Vec<String> = participants
         .iter()
-        .filter(|p| p.name != who.you.name)
-        .map(|p| format!("{} ({})", p.name, p.kind))
+        .filter(|p| p.name != you.name)
+        .map(|p| format!("{} ({})", p.name, kind(p.kind)))
         .collect();
     if others.is_empty() {
         out.push_str(", alone so far.");
@@ -158,20 +110,18 @@ pub fn whoami(body: &Value) -> String {
         let others: Vec<&str> = others.iter().map(String::as_str).collect();
         let _ = write!(out, " with {}.", list(&others));
     }
-    if who.last_seq == 0 {
+    if last_seq == 0 {
         out.push_str(" Nobody has written yet.");
     } else {
         let _ = write!(
             out,
-            " The last message is [{}]; call history to read the conversation so far.",
-            who.last_seq
+            " The last message is [{last_seq}]; call history to read the conversation so far."
         );
     }
-    let composing: Vec<&str> = who
-        .composing
+    let composing: Vec<&str> = composing
         .iter()
         .map(String::as_str)
-        .filter(|n| *n != who.you.name)
+        .filter(|n| *n != you.name)
         .collect();
     if !composing.is_empty() {
         let verb = if composing.len() == 1 { "is" } else { "are" };
@@ -185,84 +135,83 @@ pub fn error(error: &ToolError) -> String {
     format!("{}: {}", error.code, error.message)
 }
 
-fn action_line(e: &Envelope) -> String {
-    let r = &e.result;
+fn action_line(e: &WireEnvelope) -> String {
     let draft = draft_summary(&e.draft);
-    match e.action.as_str() {
-        "append" => {
-            let appended = r["appended_chars"].as_u64().unwrap_or(0);
+    match &e.result {
+        WireResult::Append {
+            appended_chars,
+            truncated,
+            dropped_chars,
+            notice,
+        } => {
             let mut line = format!(
                 "Appended {} ({draft}).",
-                count(appended, "character", "characters")
+                count(*appended_chars, "character", "characters")
             );
-            if r["truncated"].as_bool() == Some(true) {
-                match r["notice"].as_str() {
+            if *truncated {
+                match notice {
                     Some(notice) => {
                         line.push(' ');
                         line.push_str(notice);
                     }
                     None => {
-                        let dropped = r["dropped_chars"].as_u64().unwrap_or(0);
                         let _ = write!(
                             line,
                             " {} did not fit and were dropped.",
-                            count(dropped, "character", "characters")
+                            count(*dropped_chars, "character", "characters")
                         );
                     }
                 }
             }
             line
         }
-        "undo" => {
-            let removed = r["removed"].as_str().unwrap_or_default();
+        WireResult::Undo { removed } => {
             format!("Removed your last segment, \"{removed}\" ({draft}).")
         }
-        "reset" => {
-            let discarded = r["discarded_chars"].as_u64().unwrap_or(0);
-            format!(
-                "Discarded your draft ({}); it is empty now.",
-                count(discarded, "character", "characters")
-            )
-        }
-        "preview" => {
-            let text = r["text"].as_str().unwrap_or_default();
+        WireResult::Reset { discarded_chars } => format!(
+            "Discarded your draft ({}); it is empty now.",
+            count(*discarded_chars, "character", "characters")
+        ),
+        WireResult::Preview { text } => {
             if text.is_empty() {
                 "Your draft is empty.".to_owned()
             } else {
                 format!("Your draft ({draft}), exactly as push would send it:\n{text}")
             }
         }
-        "push" | "send" => match r["status"].as_str() {
-            Some("held") => {
-                let n = e.incoming.len() as u64;
-                let arrived = if e.more_incoming {
-                    format!("more than {n} new messages arrived")
-                } else if n == 1 {
-                    "1 new message arrived".to_owned()
-                } else {
-                    format!("{n} new messages arrived")
-                };
-                let them = if n == 1 && !e.more_incoming {
-                    "it"
-                } else {
-                    "them"
-                };
+        WireResult::Held { .. } => {
+            let n = e.incoming.len() as u64;
+            let arrived = if e.more_incoming {
+                format!("more than {n} new messages arrived")
+            } else if n == 1 {
+                "1 new message arrived".to_owned()
+            } else {
+                format!("{n} new messages arrived")
+            };
+            let them = if n == 1 && !e.more_incoming {
+                "it"
+            } else {
+                "them"
+            };
+            format!(
+                "Your push was held: {arrived} — read {them}, then push again to send as is, or \
+                 revise."
+            )
+        }
+        WireResult::Sent {
+            message, duplicate, ..
+        } => {
+            if *duplicate {
                 format!(
-                    "Your push was held: {arrived} — read {them}, then push again to send as is, \
-                     or revise."
+                    "Already sent as message {} (same client_id); nothing changed.",
+                    message.seq
                 )
+            } else {
+                format!("Sent as message {}.", message.seq)
             }
-            _ => {
-                let seq = r["message"]["seq"].as_u64().unwrap_or(0);
-                if r["duplicate"].as_bool() == Some(true) {
-                    format!("Already sent as message {seq} (same client_id); nothing changed.")
-                } else {
-                    format!("Sent as message {seq}.")
-                }
-            }
-        },
-        "check" => {
-            if r["timed_out"].as_bool() == Some(true) {
+        }
+        WireResult::Check { timed_out } => {
+            if *timed_out {
                 "Nothing new; call check again.".to_owned()
             } else if e.incoming.is_empty() {
                 "Nothing new to read; call check again to keep listening.".to_owned()
@@ -270,17 +219,17 @@ fn action_line(e: &Envelope) -> String {
                 "Reply with append and push, or call check again to keep listening.".to_owned()
             }
         }
-        _ => "Done.".to_owned(),
+        WireResult::Done {} => "Done.".to_owned(),
     }
 }
 
-fn push_message(out: &mut String, m: &Message) {
+fn push_message(out: &mut String, m: &WireMessage) {
     // Continuation lines are indented so a message's lines stay visibly together.
     let text = m.text.replace('\n', "\n    ");
     let _ = writeln!(out, "[{}] {}: {}", m.seq, m.from, text);
 }
 
-fn draft_summary(d: &Draft) -> String {
+fn draft_summary(d: &WireDraft) -> String {
     if d.segments == 0 {
         return "draft: empty".to_owned();
     }
@@ -296,6 +245,13 @@ fn count(n: u64, one: &str, many: &str) -> String {
         format!("1 {one}")
     } else {
         format!("{n} {many}")
+    }
+}
+
+fn kind(kind: crate::wire::WireKind) -> &'static str {
+    match kind {
+        crate::wire::WireKind::Human => "human",
+        crate::wire::WireKind::Agent => "agent",
     }
 }
 
@@ -372,7 +328,7 @@ mod tests {
     fn sent_check_and_the_rest() {
         let sent = env(
             "push",
-            json!({"status": "sent", "duplicate": false, "message": {"seq": 13}}),
+            json!({"status": "sent", "duplicate": false, "message": {"seq": 13, "from": "alice", "text": "hi"}}),
             json!([]),
         );
         assert_eq!(envelope(&sent, None), "Sent as message 13.");

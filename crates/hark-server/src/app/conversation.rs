@@ -1,5 +1,6 @@
 //! The driver of the protocol state machine: one task per live conversation owns its
-//! [`Conversation`] and executes its outputs.
+//! [`Conversation`] and executes its outputs. Only the service reaches it (through [`Registry`]
+//! and [`Handle`]), so "find or load the conversation" has one owner.
 //!
 //! The task drains whatever commands are queued, feeds them to the state machine, commits every
 //! durable effect of that batch in one store call, and only then publishes events and answers.
@@ -9,44 +10,55 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hark_core::protocol::{
     Action, ActionError, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
     ParticipantName, Receipt, RequestId,
 };
-use hark_core::time::Millis;
 use hark_store::{NewParticipant, Store, StoreError, StoredConversation};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::error::AppError;
+use crate::clock::Clock;
+
 /// Commands queued for one conversation's task before it stops taking more into a batch.
 const MAX_BATCH: usize = 1024;
 const COMMAND_QUEUE: usize = 4096;
 const EVENT_BUFFER: usize = 4096;
 
-/// The wall clock as the core wants it. The only place the server reads it for the protocol.
-pub fn now() -> Millis {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    Millis(since_epoch.as_millis() as u64)
-}
-
 /// What went wrong with an action: refused by the protocol, or not stored.
 #[derive(Debug)]
-pub enum ActError {
+pub(crate) enum ActError {
     Refused(ActionError),
     Unavailable,
 }
 
-/// A snapshot for `GET /v1/conversations/{id}`.
+impl From<ActError> for AppError {
+    fn from(error: ActError) -> Self {
+        match error {
+            ActError::Refused(error) => error.into(),
+            ActError::Unavailable => AppError::unavailable(),
+        }
+    }
+}
+
+/// A conversation's state as `GET /v1/conversations/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Description {
+    /// Its id.
+    pub id: String,
+    /// Its title, if any.
+    pub title: Option<String>,
+    /// Every participant in joining order: name, kind and the built-in agent playing it.
     pub participants: Vec<(ParticipantName, ParticipantKind, Option<String>)>,
+    /// The seq of the last message (0 when nobody has written).
     pub last_seq: u64,
+    /// Every participant's read position.
     pub receipts: Vec<Receipt>,
+    /// Who is composing right now.
     pub composing: Vec<ParticipantName>,
     /// Who is waiting in `check` right now.
     pub checking: Vec<ParticipantName>,
@@ -71,16 +83,19 @@ enum Command {
 
 /// A cheap handle to a live conversation's task.
 #[derive(Clone)]
-pub struct Handle {
-    pub id: Arc<str>,
-    pub title: Option<Arc<str>>,
+pub(crate) struct Handle {
+    id: Arc<str>,
     commands: mpsc::Sender<Command>,
     next_request: Arc<AtomicU64>,
 }
 
 impl Handle {
     /// Applies one action and waits for its result (for `check`, until it returns).
-    pub async fn act(&self, who: ParticipantName, action: Action) -> Result<Envelope, ActError> {
+    pub(crate) async fn act(
+        &self,
+        who: ParticipantName,
+        action: Action,
+    ) -> Result<Envelope, ActError> {
         let request = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let (reply, result) = oneshot::channel();
         self.send(Command::Act {
@@ -101,7 +116,10 @@ impl Handle {
         result
     }
 
-    pub async fn add_participant(&self, participant: NewParticipant) -> Result<(), StoreError> {
+    pub(crate) async fn add_participant(
+        &self,
+        participant: NewParticipant,
+    ) -> Result<(), StoreError> {
         let (reply, result) = oneshot::channel();
         self.send(Command::AddParticipant { participant, reply })
             .await
@@ -111,7 +129,7 @@ impl Handle {
             .map_err(|_| StoreError::Unavailable("the conversation task stopped".into()))?
     }
 
-    pub async fn describe(&self) -> Result<Description, ActError> {
+    pub(crate) async fn describe(&self) -> Result<Description, ActError> {
         let (reply, result) = oneshot::channel();
         self.send(Command::Describe(reply)).await?;
         result.await.map_err(|_| ActError::Unavailable)
@@ -119,7 +137,7 @@ impl Handle {
 
     /// A receiver of live events and the seq of the last message already committed: every
     /// message after it will arrive on the receiver.
-    pub async fn subscribe(&self) -> Result<(broadcast::Receiver<Event>, u64), ActError> {
+    pub(crate) async fn subscribe(&self) -> Result<(broadcast::Receiver<Event>, u64), ActError> {
         let (reply, result) = oneshot::channel();
         self.send(Command::Subscribe(reply)).await?;
         result.await.map_err(|_| ActError::Unavailable)
@@ -149,9 +167,10 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 /// The live conversations of this process, loaded from the store on first use.
-pub struct Registry {
+pub(crate) struct Registry {
     store: Arc<dyn Store>,
     limits: Limits,
+    clock: Clock,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     live: Mutex<HashMap<Arc<str>, Handle>>,
@@ -160,15 +179,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         limits: Limits,
+        clock: Clock,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
         Registry {
             store,
             limits,
+            clock,
             shutdown,
             tracker,
             live: Mutex::new(HashMap::new()),
@@ -177,7 +198,7 @@ impl Registry {
     }
 
     /// The conversation's handle, loading it if needed; `None` if the store does not know it.
-    pub async fn get(&self, id: &str) -> Result<Option<Handle>, StoreError> {
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Handle>, StoreError> {
         if let Some(handle) = self.cached(id) {
             return Ok(Some(handle));
         }
@@ -216,6 +237,8 @@ impl Registry {
         let conversation = restore(&stored, &self.limits);
         let task = Task {
             id: Arc::clone(&id),
+            clock: conversation_clock(&self.clock, &stored),
+            title: stored.title.clone(),
             conversation,
             agents,
             store: Arc::clone(&self.store),
@@ -228,10 +251,19 @@ impl Registry {
         self.tracker.spawn(task.run(inbox).instrument(span));
         Handle {
             id,
-            title: stored.title.as_deref().map(Arc::from),
             commands,
             next_request: Arc::new(AtomicU64::new(1)),
         }
+    }
+}
+
+/// The clock a conversation's task runs on: the server's, but never behind the last message's
+/// `sent_at`, so that stamps never go backwards within a conversation, not even across a restart
+/// after the wall clock was set back. Its timers still follow the monotonic clock.
+fn conversation_clock(clock: &Clock, stored: &StoredConversation) -> Clock {
+    match stored.messages.last() {
+        Some(last) => clock.not_before(last.sent_at),
+        None => *clock,
     }
 }
 
@@ -250,6 +282,8 @@ fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
 
 struct Task {
     id: Arc<str>,
+    title: Option<String>,
+    clock: Clock,
     conversation: Conversation,
     agents: Vec<(ParticipantName, Option<String>)>,
     store: Arc<dyn Store>,
@@ -263,15 +297,15 @@ impl Task {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut closing = false;
         loop {
-            let deadline = self.conversation.poll_timeout().map(|due| {
-                let wait = due.since(now());
-                tokio::time::Instant::now() + Duration::from_millis(wait)
-            });
+            let deadline = self
+                .conversation
+                .poll_timeout()
+                .map(|due| self.clock.deadline(due));
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled(), if !closing => {
                     closing = true;
-                    self.conversation.handle_shutdown(now());
+                    self.conversation.handle_shutdown(self.clock.now());
                 }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
@@ -288,7 +322,7 @@ impl Task {
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.conversation.handle_timeout(now());
+                    self.conversation.handle_timeout(self.clock.now());
                 }
             }
             if !self.flush().await {
@@ -308,7 +342,7 @@ impl Task {
             } => {
                 self.pending.insert(request, reply);
                 self.conversation
-                    .handle_request(now(), request, &who, action);
+                    .handle_request(self.clock.now(), request, &who, action);
                 true
             }
             Command::Cancel(request) => {
@@ -338,8 +372,10 @@ impl Task {
             }
             Command::Describe(reply) => {
                 let ok = self.flush().await;
-                let now = now();
+                let now = self.clock.now();
                 let _ = reply.send(Description {
+                    id: self.id.to_string(),
+                    title: self.title.clone(),
                     participants: self
                         .conversation
                         .participants()
@@ -415,7 +451,7 @@ impl Task {
             Ok(Some(stored)) => {
                 self.conversation = restore(&stored, &self.limits);
                 if self.shutdown.is_cancelled() {
-                    self.conversation.handle_shutdown(now());
+                    self.conversation.handle_shutdown(self.clock.now());
                 }
                 true
             }

@@ -17,25 +17,25 @@ use hark_core::protocol::{Event, Message};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::routes::{act_error, bad_query, conversation};
+use super::conversations::{bad_path, bad_query, caller};
+use super::error::ApiError;
+use super::state::HttpState;
+use crate::app::{App, HISTORY_MAX_LIMIT, Participant};
 use crate::wire;
 
-const REPLAY_PAGE: usize = 500;
 const STREAM_BUFFER: usize = 256;
 
-pub async fn stream(
-    State(state): State<AppState>,
+/// `GET /v1/conversations/{id}/events`.
+pub(super) async fn stream(
+    State(state): State<HttpState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<wire::EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Path(id) =
-        path.map_err(|e| ApiError::bad_request(format!("The path is not valid: {e}.")))?;
-    state
-        .auth
-        .require_participant(&headers, &*state.store, &id)
+    let Path(id) = path.map_err(bad_path)?;
+    let me = state
+        .app
+        .participant(&caller(&state, &headers).await?, &id)
         .await?;
     let Query(query) = query.map_err(bad_query)?;
     let resume_from = match headers.get("last-event-id") {
@@ -48,16 +48,15 @@ pub async fn stream(
         ),
         None => query.after,
     };
-    let handle = conversation(&state, &id).await?;
-    let (live, last_seq) = handle.subscribe().await.map_err(act_error)?;
+    let subscription = state.app.subscribe(&me).await?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let feeder = Feeder {
-        state: state.clone(),
-        id,
+        app: state.app.clone(),
+        me,
         tx,
-        sent: resume_from.unwrap_or(last_seq),
+        sent: resume_from.unwrap_or(subscription.last_seq),
     };
-    tokio::spawn(feeder.run(live, last_seq));
+    tokio::spawn(feeder.run(subscription.live, subscription.last_seq));
     let keepalive = KeepAlive::new()
         .interval(Duration::from_millis(state.config.keepalive_ms))
         .text("keep-alive");
@@ -65,8 +64,8 @@ pub async fn stream(
 }
 
 struct Feeder {
-    state: AppState,
-    id: String,
+    app: App,
+    me: Participant,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     /// The seq of the last message sent on this stream.
     sent: u64,
@@ -77,7 +76,7 @@ impl Feeder {
         if self.catch_up(Some(last_seq)).await.is_err() {
             return;
         }
-        let shutdown = self.state.shutdown.clone();
+        let shutdown = self.app.shutdown().clone();
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -107,12 +106,11 @@ impl Feeder {
     async fn catch_up(&mut self, until: Option<u64>) -> Result<(), ()> {
         while until.is_none_or(|until| self.sent < until) {
             let page = match self
-                .state
-                .store
-                .messages_after(&self.id, self.sent, REPLAY_PAGE)
+                .app
+                .history(&self.me, self.sent, Some(HISTORY_MAX_LIMIT))
                 .await
             {
-                Ok(page) => page,
+                Ok(page) => page.messages,
                 Err(error) => {
                     tracing::warn!(%error, "event stream cannot replay; closing it");
                     return Err(());
@@ -135,7 +133,7 @@ impl Feeder {
         let event = SseEvent::default()
             .event("message")
             .id(message.seq.to_string())
-            .data(wire::message(message).to_string());
+            .data(wire::to_string(&wire::WireMessage::from(message)));
         self.tx.send(Ok(event)).await.map_err(drop)?;
         self.sent = message.seq;
         Ok(())
@@ -143,7 +141,7 @@ impl Feeder {
 
     async fn send(&mut self, event: &Event) -> Result<(), ()> {
         let (name, data, _) = wire::event(event);
-        let event = SseEvent::default().event(name).data(data.to_string());
+        let event = SseEvent::default().event(name).data(data);
         self.tx.send(Ok(event)).await.map_err(drop)
     }
 }

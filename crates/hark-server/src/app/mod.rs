@@ -1,0 +1,28 @@
+//! The service layer: the one API that the three front doors (HTTP routes, MCP sessions,
+//! built-in agents) call. Start reading at [`App`].
+//!
+//! A front door decodes its input, proves who is calling ([`App::authenticate`], then
+//! [`App::admin`], [`App::participant`] or [`App::reader`]), calls one method of [`App`], and
+//! encodes the result or the [`AppError`]. Finding or loading a conversation, the token rules,
+//! the limits and the mapping of store and protocol errors happen here and nowhere else.
+//!
+//! Inside: `conversation` (the per-conversation task that owns the state machine), `auth`
+//! (tokens and the proofs of access), `context` (what an agent may reach), `error` and `types`.
+
+mod auth;
+mod context;
+mod conversation;
+mod error;
+mod service;
+mod types;
+
+pub use auth::{Admin, Caller, Participant, Reader};
+pub use context::{AgentContext, AgentLauncher, NoAgents};
+pub use conversation::Description;
+pub use error::{AppError, ErrorKind};
+pub use service::{
+    App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_PARTICIPANTS, MAX_TITLE_CHARS,
+};
+pub use types::{
+    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+};

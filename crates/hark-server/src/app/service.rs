@@ -1,0 +1,398 @@
+//! [`App`]: the service every front door calls. HTTP routes, MCP sessions and built-in agents
+//! decode their input, call one of these methods, and encode what comes back; none of them finds
+//! a conversation, checks a token or maps a store error on its own.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hark_core::protocol::{Action, Envelope, Limits, ParticipantName};
+use hark_store::{NewConversation, NewParticipant, Store, TokenOwner};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::{
+    Admin, Auth, Caller, Participant, Reader, hash_token, mint_conversation_id, mint_token,
+};
+use super::context::{AgentContext, AgentLauncher, Port};
+use super::conversation::{Description, Handle, Registry};
+use super::error::{AppError, ErrorKind};
+use super::types::{
+    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+};
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+
+/// Most participants a conversation may start with.
+pub const MAX_PARTICIPANTS: usize = 64;
+/// Longest title, in Unicode scalar values.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Messages a history page holds when the caller does not say.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+/// Most messages one history page holds.
+pub const HISTORY_MAX_LIMIT: usize = 1000;
+
+/// The service: one per server, cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    auth: Auth,
+    agents: Arc<dyn AgentLauncher>,
+    limits: Limits,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// The service over `store`. Conversation tasks are spawned on `tasks`; `shutdown` ends them,
+    /// waiting `check`s and event streams.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        config: &ServerConfig,
+        agents: Arc<dyn AgentLauncher>,
+        clock: Clock,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        let registry = Registry::new(
+            Arc::clone(&store),
+            config.limits.clone(),
+            clock,
+            shutdown.clone(),
+            tasks,
+        );
+        let auth = Auth::new(
+            config.admin_token.as_deref(),
+            config.admin_open,
+            config.rate_limit_per_s,
+            config.rate_limit_burst,
+        );
+        App(Arc::new(Inner {
+            store,
+            registry,
+            auth,
+            agents,
+            limits: config.limits.clone(),
+            clock,
+            shutdown,
+        }))
+    }
+
+    // ---- who is calling ------------------------------------------------------------------------
+
+    /// Resolves a bearer token (rate-limited per token); `None` is an anonymous caller.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, AppError> {
+        self.0.auth.caller(token, &*self.0.store).await
+    }
+
+    /// The caller may use admin routes (the admin token, or anyone on an open loopback server).
+    pub fn admin(&self, caller: &Caller) -> Result<Admin, AppError> {
+        self.0.auth.admin(caller)
+    }
+
+    /// The caller is a participant of `conversation`.
+    pub async fn participant(
+        &self,
+        caller: &Caller,
+        conversation: &str,
+    ) -> Result<Participant, AppError> {
+        self.0
+            .auth
+            .participant(caller, &*self.0.store, conversation)
+            .await
+    }
+
+    /// The caller is a participant, of whichever conversation its token opens.
+    pub fn any_participant(&self, caller: &Caller) -> Result<Participant, AppError> {
+        self.0.auth.any_participant(caller)
+    }
+
+    /// The caller may read `conversation`'s description: the admin or one of its participants.
+    pub fn reader(&self, caller: &Caller, conversation: &str) -> Result<Reader, AppError> {
+        self.0.auth.reader(caller, conversation)
+    }
+
+    /// `name` of `conversation`, without a token: for a process that holds the database itself
+    /// (`hark mcp --db`). Never reachable from the network.
+    pub async fn participant_named(
+        &self,
+        conversation: &str,
+        name: &ParticipantName,
+    ) -> Result<Participant, AppError> {
+        let description = self.conversation(conversation).await?.describe().await?;
+        description
+            .participants
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(name, kind, _)| Participant::new(conversation, name.clone(), *kind))
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorKind::NotFound,
+                    format!("Conversation {conversation} has no participant named {name}."),
+                )
+            })
+    }
+
+    // ---- the calls -----------------------------------------------------------------------------
+
+    /// Creates a conversation; its agents start at once.
+    pub async fn create(
+        &self,
+        _: &Admin,
+        title: Option<String>,
+        participants: Vec<ParticipantSpec>,
+    ) -> Result<Created, AppError> {
+        if let Some(title) = &title
+            && title.chars().count() > MAX_TITLE_CHARS
+        {
+            return Err(AppError::bad_request(format!(
+                "A title is at most {MAX_TITLE_CHARS} characters."
+            )));
+        }
+        if participants.is_empty() || participants.len() > MAX_PARTICIPANTS {
+            return Err(AppError::bad_request(format!(
+                "A conversation starts with 1 to {MAX_PARTICIPANTS} participants."
+            )));
+        }
+        let mut stored: Vec<NewParticipant> = Vec::with_capacity(participants.len());
+        let mut created = Vec::with_capacity(participants.len());
+        for spec in participants {
+            if stored.iter().any(|q| q.name == spec.name) {
+                return Err(AppError::new(
+                    ErrorKind::DuplicateName,
+                    format!(
+                        "Two participants are named '{}': names are unique in a conversation.",
+                        spec.name
+                    ),
+                ));
+            }
+            let (participant, token) = self.new_participant(&spec)?;
+            stored.push(participant);
+            created.push(CreatedParticipant {
+                name: spec.name,
+                kind: spec.kind,
+                agent: spec.agent,
+                token,
+            });
+        }
+        let id = mint_conversation_id();
+        self.0
+            .store
+            .create_conversation(NewConversation {
+                id: id.clone(),
+                title: title.clone(),
+                created_at: self.0.clock.now(),
+                participants: stored.clone(),
+            })
+            .await?;
+        for participant in stored {
+            self.joined(&id, participant);
+        }
+        Ok(Created {
+            id,
+            title,
+            participants: created,
+        })
+    }
+
+    /// Adds a participant to a conversation; its agent starts at once.
+    pub async fn add_participant(
+        &self,
+        _: &Admin,
+        conversation: &str,
+        spec: ParticipantSpec,
+    ) -> Result<CreatedParticipant, AppError> {
+        let (participant, token) = self.new_participant(&spec)?;
+        let handle = self.conversation(conversation).await?;
+        handle.add_participant(participant.clone()).await?;
+        self.joined(conversation, participant);
+        Ok(CreatedParticipant {
+            name: spec.name,
+            kind: spec.kind,
+            agent: spec.agent,
+            token,
+        })
+    }
+
+    /// Applies one action of `who` and waits for its result (for `check`, until it returns).
+    /// Dropping the future withdraws a waiting `check`, so nothing is handed over to nobody.
+    pub async fn act(&self, who: &Participant, action: Action) -> Result<Envelope, AppError> {
+        let handle = self.conversation(who.conversation()).await?;
+        Ok(handle.act(who.name().clone(), action).await?)
+    }
+
+    /// Title, participants, last seq, receipts, who composes and who waits in `check`.
+    pub async fn describe(&self, access: &Reader) -> Result<Description, AppError> {
+        Ok(self
+            .conversation(access.conversation())
+            .await?
+            .describe()
+            .await?)
+    }
+
+    /// The description of `who`'s conversation (the caller adds `who` itself).
+    pub async fn whoami(&self, who: &Participant) -> Result<Description, AppError> {
+        self.describe(&Reader::new(who.conversation())).await
+    }
+
+    /// Messages with `seq > after`, oldest first, at most `limit` (default
+    /// [`HISTORY_DEFAULT_LIMIT`], at most [`HISTORY_MAX_LIMIT`]). Moves no cursor.
+    pub async fn history(
+        &self,
+        who: &Participant,
+        after: u64,
+        limit: Option<usize>,
+    ) -> Result<HistoryPage, AppError> {
+        let limit = limit
+            .unwrap_or(HISTORY_DEFAULT_LIMIT)
+            .clamp(1, HISTORY_MAX_LIMIT);
+        let mut messages = self
+            .0
+            .store
+            .messages_after(who.conversation(), after, limit + 1)
+            .await?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(HistoryPage { messages, more })
+    }
+
+    /// Live events of `who`'s conversation, and the last seq committed before them.
+    pub async fn subscribe(&self, who: &Participant) -> Result<Subscription, AppError> {
+        let handle = self.conversation(who.conversation()).await?;
+        let (live, last_seq) = handle.subscribe().await?;
+        Ok(Subscription { live, last_seq })
+    }
+
+    /// The configured built-in agents, in name order. Names only: nothing secret.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        self.0.agents.agents()
+    }
+
+    /// `Ok` when the store answers.
+    pub async fn health(&self) -> Result<(), AppError> {
+        Ok(self.0.store.ping().await?)
+    }
+
+    /// Starts the agent of every participant played by a built-in agent, so a restart picks up
+    /// where the agents were.
+    pub async fn start_agents(&self) -> Result<(), AppError> {
+        for participant in self.0.store.agent_participants().await? {
+            let who = Participant::new(
+                &participant.conversation,
+                participant.name,
+                participant.kind,
+            );
+            self.0.agents.launch(self.context(who), &participant.agent);
+        }
+        Ok(())
+    }
+
+    // ---- what the other layers may know --------------------------------------------------------
+
+    /// The server's clock.
+    pub fn clock(&self) -> Clock {
+        self.0.clock
+    }
+
+    /// Fires when the server shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// The protocol's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+
+    // ---- helpers for the context and this module -----------------------------------------------
+
+    fn context(&self, who: Participant) -> AgentContext {
+        AgentContext::new(Arc::new(self.clone()), who)
+    }
+
+    /// The conversation's live handle, loading it if needed: the one place that finds a
+    /// conversation (eviction and remote owners will live behind it).
+    async fn conversation(&self, id: &str) -> Result<Handle, AppError> {
+        self.0
+            .registry
+            .get(id)
+            .await?
+            .ok_or_else(AppError::conversation_not_found)
+    }
+
+    fn new_participant(
+        &self,
+        spec: &ParticipantSpec,
+    ) -> Result<(NewParticipant, String), AppError> {
+        if let Some(agent) = &spec.agent
+            && !self.0.agents.knows(agent)
+        {
+            return Err(AppError::new(
+                ErrorKind::UnknownAgent,
+                format!("No built-in agent named '{agent}' is configured on this server."),
+            ));
+        }
+        let token = mint_token();
+        Ok((
+            NewParticipant {
+                name: spec.name.clone(),
+                kind: spec.kind,
+                agent: spec.agent.clone(),
+                token_hash: hash_token(&token),
+            },
+            token,
+        ))
+    }
+
+    /// A participant is in the store: its token resolves without a lookup, its agent starts.
+    fn joined(&self, conversation: &str, participant: NewParticipant) {
+        let who = Participant::new(conversation, participant.name.clone(), participant.kind);
+        self.0.auth.remember(
+            participant.token_hash,
+            TokenOwner {
+                conversation: conversation.to_owned(),
+                name: participant.name,
+                kind: participant.kind,
+            },
+        );
+        if let Some(agent) = &participant.agent {
+            self.0.agents.launch(self.context(who), agent);
+        }
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+/// What an agent's context reaches: exactly these, through the service.
+#[async_trait]
+impl Port for App {
+    async fn act(&self, who: &Participant, action: Action) -> Result<Envelope, AppError> {
+        App::act(self, who, action).await
+    }
+
+    async fn subscribe(&self, who: &Participant) -> Result<Subscription, AppError> {
+        App::subscribe(self, who).await
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.0.store
+    }
+
+    fn clock(&self) -> Clock {
+        self.0.clock
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+}

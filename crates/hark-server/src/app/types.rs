@@ -1,0 +1,66 @@
+//! The plain values the service takes and gives.
+
+use hark_core::protocol::{Event, Message, ParticipantKind, ParticipantName};
+use tokio::sync::broadcast;
+
+/// A participant to create: validated at the edge, checked against the others by the service.
+#[derive(Clone, Debug)]
+pub struct ParticipantSpec {
+    /// Its name.
+    pub name: ParticipantName,
+    /// Person or model.
+    pub kind: ParticipantKind,
+    /// The built-in agent to play it, by its configured name.
+    pub agent: Option<String>,
+}
+
+/// A participant just created, with its bearer token (shown once, never stored).
+#[derive(Clone, Debug)]
+pub struct CreatedParticipant {
+    /// Its name.
+    pub name: ParticipantName,
+    /// Person or model.
+    pub kind: ParticipantKind,
+    /// The built-in agent playing it.
+    pub agent: Option<String>,
+    /// Its bearer token.
+    pub token: String,
+}
+
+/// A conversation just created.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// Its participants with their tokens, in the order asked for.
+    pub participants: Vec<CreatedParticipant>,
+}
+
+/// A page of history.
+#[derive(Clone, Debug)]
+pub struct HistoryPage {
+    /// Messages, oldest first.
+    pub messages: Vec<Message>,
+    /// More messages follow the last one.
+    pub more: bool,
+}
+
+/// Live events of a conversation, from a known point on.
+pub struct Subscription {
+    /// Every event after `last_seq` was committed arrives here (a lagging receiver must catch up
+    /// from history).
+    pub live: broadcast::Receiver<Event>,
+    /// The last message committed when the subscription began.
+    pub last_seq: u64,
+}
+
+/// A configured built-in agent, as `GET /v1/agents` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Its name in the config (`[[agent]] name`).
+    pub name: String,
+    /// `"reply"` or `"actions"`.
+    pub mode: &'static str,
+}

@@ -1,0 +1,206 @@
+//! The handlers of SPEC.md section 3 (and `GET /v1/whoami`, `GET /v1/agents`, `/healthz`, `/`).
+//! Each one reads the token, decodes, calls the service once and encodes: nothing else.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hark_core::protocol::{ActionKind, ParticipantName};
+
+use super::error::ApiError;
+use super::input::{bearer, read_body};
+use super::state::HttpState;
+use crate::app::{Caller, ParticipantSpec};
+use crate::wire::{self, WireCreated, WireCreatedParticipant, WireDescription, WireWhoami};
+
+/// The web chat (SPEC.md section 7): one self-contained page, compiled into the binary.
+pub(super) async fn web_chat() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../web/index.html"),
+    )
+        .into_response()
+}
+
+/// The built-in agents a conversation can include. Names only: nothing secret.
+pub(super) async fn list_agents(State(state): State<HttpState>) -> Response {
+    Json(wire::WireAgents::from(&state.app.agents()[..])).into_response()
+}
+
+pub(super) async fn healthz(State(state): State<HttpState>) -> Result<Response, ApiError> {
+    state.app.health().await?;
+    Ok(Json(wire::WireHealth {
+        status: "ok".to_owned(),
+    })
+    .into_response())
+}
+
+pub(super) async fn create_conversation(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let admin = state.app.admin(&caller(&state, &headers).await?)?;
+    let body = read_body(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await?;
+    let request: wire::CreateConversation = wire::parse(&body)?;
+    let participants = request
+        .participants
+        .into_iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let created = state
+        .app
+        .create(&admin, request.title, participants)
+        .await?;
+    Ok((StatusCode::CREATED, Json(WireCreated::from(&created))).into_response())
+}
+
+pub(super) async fn add_participant(
+    State(state): State<HttpState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    let admin = state.app.admin(&caller(&state, &headers).await?)?;
+    let body = read_body(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await?;
+    let requested: wire::NewParticipant = wire::parse(&body)?;
+    let added = state
+        .app
+        .add_participant(&admin, &id, spec(requested)?)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WireCreatedParticipant::from(&added)),
+    )
+        .into_response())
+}
+
+pub(super) async fn describe(
+    State(state): State<HttpState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    let reader = state.app.reader(&caller(&state, &headers).await?, &id)?;
+    let description = state.app.describe(&reader).await?;
+    Ok(Json(WireDescription::from(&description)).into_response())
+}
+
+/// `GET /v1/whoami`: who the participant token belongs to, and its conversation. A client that
+/// holds only a token (`hark mcp --url … --token …`) learns its conversation id here.
+pub(super) async fn whoami(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = state
+        .app
+        .any_participant(&caller(&state, &headers).await?)?;
+    let description = state.app.whoami(&me).await?;
+    Ok(Json(WireWhoami::new(&description, &me)).into_response())
+}
+
+pub(super) async fn history(
+    State(state): State<HttpState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<wire::HistoryQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    let me = state
+        .app
+        .participant(&caller(&state, &headers).await?, &id)
+        .await?;
+    let Query(query) = query.map_err(bad_query)?;
+    let page = state.app.history(&me, query.after, query.limit).await?;
+    Ok(Json(wire::WireHistory::from(&page)).into_response())
+}
+
+pub(super) async fn act(
+    State(state): State<HttpState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(bad_path)?;
+    let me = state
+        .app
+        .participant(&caller(&state, &headers).await?, &id)
+        .await?;
+    let kind = action_kind(&action)?;
+    let body = read_body(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await?;
+    let action = wire::decode_action(kind, &body)?;
+    let envelope = state.app.act(&me, action).await?;
+    Ok(Json(wire::WireEnvelope::from(&envelope)).into_response())
+}
+
+/// Decodes the body of `POST /v1/conversations/{id}/{action}` exactly as the route does: the
+/// entry point the request-decoding fuzz target drives.
+pub fn decode_action_request(
+    action: &str,
+    body: &[u8],
+) -> Result<hark_core::protocol::Action, ApiError> {
+    Ok(wire::decode_action(action_kind(action)?, body)?)
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+pub(super) async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(state.app.authenticate(bearer(headers)?).await?)
+}
+
+fn action_kind(action: &str) -> Result<ActionKind, ApiError> {
+    ActionKind::parse(action).ok_or_else(|| {
+        let known: Vec<&str> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+        ApiError::bad_request(format!(
+            "Unknown action '{action}': use one of {}.",
+            known.join(", ")
+        ))
+    })
+}
+
+/// A participant of a request body, its name checked once here.
+fn spec(requested: wire::NewParticipant) -> Result<ParticipantSpec, ApiError> {
+    Ok(ParticipantSpec {
+        name: participant_name(&requested.name)?,
+        kind: requested.kind.into(),
+        agent: requested.agent,
+    })
+}
+
+/// A participant name from a request, or the 400 that says what a name may be.
+pub(crate) fn participant_name(raw: &str) -> Result<ParticipantName, ApiError> {
+    ParticipantName::parse(raw)
+        .map_err(|e| ApiError::bad_request(format!("Bad participant name {raw:?}: {e}.")))
+}
+
+pub(super) fn bad_path(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("The path is not valid: {rejection}."))
+}
+
+pub(super) fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("The query string is not valid: {rejection}."))
+}

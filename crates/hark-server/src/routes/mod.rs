@@ -1,0 +1,19 @@
+//! The HTTP front door (SPEC.md section 3, except `/mcp`, which `mcp::http` mounts): each route
+//! reads the token and the body, calls the service once, and encodes the answer with `wire`.
+//!
+//! `router` assembles the routes; `conversations` holds the handlers of `/v1/…`, `sse` the event
+//! stream, `input` the token and body readers, `error` the one mapping from service errors to
+//! status codes, `state` what the handlers share.
+
+mod conversations;
+pub(crate) mod error;
+mod input;
+mod router;
+mod sse;
+mod state;
+
+pub use conversations::decode_action_request;
+pub use error::ApiError;
+pub(crate) use input::bearer;
+pub(crate) use router::router;
+pub(crate) use state::HttpState;
