@@ -117,7 +117,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Talk(args) => runtime.block_on(talk::run(args)),
-        Command::Mcp(args) => runtime.block_on(mcp(args)),
+        Command::Mcp(args) => {
+            let served = runtime.block_on(mcp(args));
+            // The session is over (its client is gone or closed stdin): exit now, without
+            // waiting on a blocking read of stdin that may never return.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            served
+        }
         Command::Sim(_) => Ok(()),
     }
 }

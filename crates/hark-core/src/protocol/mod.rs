@@ -274,6 +274,16 @@ impl Conversation {
             .collect()
     }
 
+    /// Who holds a fresh typing lease at `now` (a subset of [`Conversation::composing`]).
+    pub fn typing(&self, now: Millis) -> Vec<ParticipantName> {
+        let now = now.max(self.last_now);
+        self.participants
+            .iter()
+            .filter(|p| p.typing_until.is_some_and(|until| until > now))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// Applies one participant's action. Replies come out of [`Conversation::poll_output`]; a
     /// `check` with nothing to hand over replies later, from a message or a timeout. `confirm`
     /// says how the client confirms the results it receives; with [`Confirm::Client`] the report
