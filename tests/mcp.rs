@@ -52,7 +52,7 @@ async fn every_tool_as_bob(s: &TestServer, c: &Conversation, bob: &mut McpClient
         check["description"]
             .as_str()
             .unwrap()
-            .contains("60 seconds"),
+            .contains("50 seconds"),
         "check teaches its limit: {check}"
     );
     assert_eq!(

@@ -202,7 +202,10 @@ mod tests {
     }
 
     fn fates(counts: &Arc<(AtomicUsize, AtomicUsize)>) -> (usize, usize) {
-        (counts.0.load(Ordering::SeqCst), counts.1.load(Ordering::SeqCst))
+        (
+            counts.0.load(Ordering::SeqCst),
+            counts.1.load(Ordering::SeqCst),
+        )
     }
 
     #[test]

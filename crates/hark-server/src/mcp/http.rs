@@ -30,8 +30,8 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use hark_core::protocol::ParticipantName;
+use http_body::{Frame, SizeHint};
 use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -332,8 +332,7 @@ async fn as_json_error(response: Response, max_body_bytes: usize) -> Response {
         StatusCode::NOT_FOUND => (
             SESSION_NOT_FOUND,
             "not_found",
-            "Session not found: it ended or was never opened. Initialize a new session."
-                .to_owned(),
+            "Session not found: it ended or was never opened. Initialize a new session.".to_owned(),
         ),
         // rmcp's 500s say which of its steps failed, with internal detail: keep that for the log.
         _ if status.is_server_error() => {

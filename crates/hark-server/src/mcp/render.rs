@@ -70,7 +70,9 @@ pub fn history(body: &Value, after: u64) -> String {
     };
     let Some(last) = page.messages.last().map(|m| m.seq) else {
         return if page.more {
-            format!("Messages follow [{after}]: call history with a limit of 1 or more to read them.")
+            format!(
+                "Messages follow [{after}]: call history with a limit of 1 or more to read them."
+            )
         } else {
             format!("No messages after [{after}].")
         };

@@ -103,10 +103,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: a 401 names the scheme it wants. Without it, MCP clients take the 401 for
             // an OAuth-protected server and start a discovery flow instead of reporting it.
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
