@@ -331,7 +331,7 @@ fn hark_processes_with(arg: &str) -> Vec<u32> {
                     .map(|rest| !rest.trim_start().starts_with('Z'))
             })
             .unwrap_or(false);
-        if is_hark && running && args.iter().any(|a| *a == arg.as_bytes()) {
+        if is_hark && running && args.contains(&arg.as_bytes()) {
             found.push(pid);
         }
     }
