@@ -102,11 +102,18 @@ fn main() -> anyhow::Result<()> {
         Command::Mcp(_) => "warn",
         _ => "info",
     };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    // rmcp logs an error whenever it cannot write an answer to an MCP client that went away (a
+    // stateless `/mcp` POST dropped mid-call, say). That is an ordinary disconnect, which hark
+    // handles itself (the answer counts as lost and its messages come again), so it is kept out
+    // of the log unless RUST_LOG asks for rmcp by name.
+    let names_rmcp = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rmcp"));
+    if !names_rmcp && let Ok(quiet) = "rmcp::service=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +124,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Talk(args) => runtime.block_on(talk::run(args)),
-        Command::Mcp(args) => runtime.block_on(mcp(args)),
+        Command::Mcp(args) => {
+            let served = runtime.block_on(mcp(args));
+            // The session is over (its client is gone or closed stdin): exit now, without
+            // waiting on a blocking read of stdin that may never return.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            served
+        }
         Command::Sim(_) => Ok(()),
     }
 }

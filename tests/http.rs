@@ -176,8 +176,18 @@ async fn conversation_routes_describe_add_and_page_history() {
     assert_eq!(described["last_seq"], 5);
     assert_eq!(described["participants"].as_array().unwrap().len(), 3);
     assert_eq!(described["composing"], json!(["bob"]));
+    // What a page re-reads after a reconnect: who types (a lease), apart from who drafts.
+    assert_eq!(described["typing"], json!(["bob"]));
     let receipts = described["receipts"].as_array().unwrap();
     assert!(receipts.contains(&json!({"participant": "carol", "read_up_to": 5})));
+    s.act(&c, "bob", "typing", json!({"typing": false})).await;
+    s.act(&c, "alice", "append", json!({"text": "drafting"}))
+        .await;
+    let (_, described) = s
+        .get(&format!("/v1/conversations/{}", c.id), Some(&carol))
+        .await;
+    assert_eq!(described["composing"], json!(["alice"]));
+    assert_eq!(described["typing"], json!([]));
 
     let (status, health) = s.get("/healthz", None).await;
     assert_eq!(status, 200);

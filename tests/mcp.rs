@@ -52,7 +52,7 @@ async fn every_tool_as_bob(s: &TestServer, c: &Conversation, bob: &mut McpClient
         check["description"]
             .as_str()
             .unwrap()
-            .contains("60 seconds"),
+            .contains("50 seconds"),
         "check teaches its limit: {check}"
     );
     assert_eq!(
@@ -535,4 +535,189 @@ async fn a_dribbled_mcp_body_is_cut_off() {
         .unwrap_or(0);
     assert_eq!(status, 408, "{answer}");
     assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+}
+
+/// One raw JSON-RPC POST to `/mcp` as a 2025-11-25 client makes it.
+async fn raw_mcp(
+    s: &TestServer,
+    method: reqwest::Method,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = s
+        .client
+        .request(method, format!("{}/mcp", s.url))
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-11-25");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(session) = session {
+        request = request.header("Mcp-Session-Id", session);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+fn initialize(client_name: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": client_name, "version": "1"}},
+    })
+}
+
+/// A JSON-RPC error answer of `/mcp`: `(status, error object)`.
+async fn jsonrpc_error(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json",
+        "status {status}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0", "{body}");
+    assert!(body["id"].is_null(), "{body}");
+    (status, body["error"].clone())
+}
+
+/// What third-party MCP clients were measured to trip over: `/mcp`'s own refusals are JSON-RPC
+/// errors (not plain text), a 401 names its scheme (so clients do not start OAuth), deleting a
+/// session answers 204, and a session belongs to the token that opened it.
+#[tokio::test]
+async fn mcp_refusals_are_json_and_sessions_belong_to_their_token() {
+    let s = TestServer::start_with(Some("[server]\nmax_body_bytes = 2048\n"), &[]).await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    let (alice, bob) = (c.token("alice"), c.token("bob"));
+    let post = reqwest::Method::POST;
+
+    let anonymous = raw_mcp(&s, post.clone(), None, None, Some(initialize("x"))).await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    // Every 401 of the API names it, not only `/mcp`'s.
+    let stranger = s
+        .client
+        .get(format!("{}/v1/whoami", s.url))
+        .bearer_auth("hark_not_a_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    assert_eq!(stranger.headers()["www-authenticate"], "Bearer");
+
+    let huge = raw_mcp(
+        &s,
+        post.clone(),
+        Some(bob),
+        None,
+        Some(initialize(&"x".repeat(4000))),
+    )
+    .await;
+    let (status, error) = jsonrpc_error(huge).await;
+    assert_eq!(status, 413);
+    assert_eq!(error["data"]["code"], "too_large");
+    assert!(
+        error["message"].as_str().unwrap().contains("2048 bytes"),
+        "{error}"
+    );
+
+    let opened = raw_mcp(&s, post.clone(), Some(bob), None, Some(initialize("bob"))).await;
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let notified = raw_mcp(
+        &s,
+        post.clone(),
+        Some(bob),
+        Some(&session),
+        Some(initialized),
+    )
+    .await;
+    assert_eq!(notified.status(), 202);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+
+    let (status, error) = jsonrpc_error(
+        raw_mcp(
+            &s,
+            post.clone(),
+            Some(bob),
+            Some("no-such-session"),
+            Some(list.clone()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, error["code"].clone()), (404, json!(-32001)));
+
+    // Alice's token can neither use nor end bob's session: to her it does not exist.
+    for method in [post.clone(), reqwest::Method::DELETE] {
+        let body = (method == post).then(|| list.clone());
+        let (status, error) =
+            jsonrpc_error(raw_mcp(&s, method, Some(alice), Some(&session), body).await).await;
+        assert_eq!((status, error["code"].clone()), (404, json!(-32001)));
+    }
+    let listed = raw_mcp(
+        &s,
+        post.clone(),
+        Some(bob),
+        Some(&session),
+        Some(list.clone()),
+    )
+    .await;
+    assert_eq!(listed.status(), 200);
+    assert!(listed.text().await.unwrap().contains("\"check\""));
+
+    let deleted = raw_mcp(&s, reqwest::Method::DELETE, Some(bob), Some(&session), None).await;
+    assert_eq!(deleted.status(), 204);
+    let (status, _) =
+        jsonrpc_error(raw_mcp(&s, post, Some(bob), Some(&session), Some(list)).await).await;
+    assert_eq!(status, 404);
+}
+
+/// `history limit=0` returns no message (`more` says whether any follow), integers written as
+/// floats (`100.0`, as some model providers send them) are integers, and every tool declares
+/// the schema of its structured result.
+#[tokio::test]
+async fn history_limit_zero_whole_floats_and_output_schemas() {
+    let s = TestServer::start().await;
+    let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    for text in ["one", "two"] {
+        s.act(&c, "alice", "send", json!({"text": text})).await;
+    }
+    let mut bob = McpClient::http(&s, c.token("bob"), "auto").await;
+    for tool in bob.list_tools().await {
+        assert_eq!(tool["output_schema"]["type"], "object", "{tool}");
+    }
+
+    let none = bob.call("history", json!({"limit": 0})).await;
+    assert_eq!(ok(&none)["messages"], json!([]));
+    assert_eq!(none.structured["more"], true);
+    assert_eq!(
+        none.text,
+        "Messages follow [0]: call history with a limit of 1 or more to read them."
+    );
+    let (_, page) = s
+        .get(
+            &format!("/v1/conversations/{}/messages?limit=0", c.id),
+            Some(c.token("bob")),
+        )
+        .await;
+    assert_eq!(page, json!({"messages": [], "more": true}));
+
+    let second = bob
+        .call("history", json!({"after": 1.0, "limit": 1.0}))
+        .await;
+    assert_eq!(ok(&second)["messages"][0]["text"], "two");
+    let checked = bob.call("check", json!({"timeout_ms": 100.0})).await;
+    assert_eq!(ok(&checked)["incoming"].as_array().unwrap().len(), 2);
+    let half = bob.call("check", json!({"timeout_ms": 100.5})).await;
+    assert!(half.is_error, "{}", half.text);
+    assert_eq!(half.structured["error"]["code"], "bad_request");
+    bob.close().await;
 }

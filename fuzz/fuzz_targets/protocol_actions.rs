@@ -1,17 +1,20 @@
-//! Arbitrary sequences of actions, timeouts and participants against the protocol core: it
-//! never panics, and after every step its invariants hold.
+//! Arbitrary sequences of actions, timeouts, participants and result fates (delivered, lost,
+//! confirmed by the client) against the protocol core: it never panics, and after every step its
+//! invariants hold.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use hark_core::protocol::{
-    Action, Conversation, Limits, Output, ParticipantKind, ParticipantName, RequestId,
+    Action, Confirm, Conversation, Limits, Output, ParticipantKind, ParticipantName, RequestId,
 };
 use hark_core::time::Millis;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Act { who: u8, dt_ms: u16, action: FuzzAction },
+    Act { who: u8, dt_ms: u16, action: FuzzAction, received: Option<u64> },
+    /// Reports the fate of a reply that waits for it (by its position among those waiting).
+    Fate { index: u8, delivered: bool },
     Timeout { dt_ms: u32 },
     Join { name: String },
     Shutdown,
@@ -42,9 +45,10 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut now = 0u64;
     let mut request = 0;
     let mut replies = 0usize;
+    let mut waiting: Vec<RequestId> = Vec::new();
     for step in steps {
         match step {
-            Step::Act { who, dt_ms, action } => {
+            Step::Act { who, dt_ms, action, received } => {
                 now += u64::from(dt_ms);
                 request += 1;
                 // Sometimes an unknown participant: the core must refuse, not panic.
@@ -61,7 +65,21 @@ fuzz_target!(|steps: Vec<Step>| {
                     FuzzAction::Read(up_to) => Action::Read { up_to },
                     FuzzAction::Send { text, client_id } => Action::Send { text, client_id },
                 };
-                conversation.handle_request(Millis(now), RequestId(request), &who, action);
+                let confirm = match received {
+                    Some(received) => Confirm::Client { received },
+                    None => Confirm::Transport,
+                };
+                conversation.handle_request(Millis(now), RequestId(request), &who, action, confirm);
+            }
+            Step::Fate { index, delivered } => {
+                if !waiting.is_empty() {
+                    let request = waiting.remove(index as usize % waiting.len());
+                    if delivered {
+                        conversation.handle_delivered(Millis(now), request);
+                    } else {
+                        conversation.handle_lost(Millis(now), request);
+                    }
+                }
             }
             Step::Timeout { dt_ms } => {
                 now += u64::from(dt_ms);
@@ -78,8 +96,11 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Shutdown => conversation.handle_shutdown(Millis(now)),
         }
         while let Some(output) = conversation.poll_output() {
-            if let Output::Reply { reply: Ok(envelope), .. } = output {
+            if let Output::Reply { request, reply: Ok(envelope), confirm } = output {
                 replies += 1;
+                if confirm {
+                    waiting.push(request);
+                }
                 assert!(envelope.cursor <= conversation.last_seq());
                 assert!(envelope.draft.chars <= limits.max_draft_chars);
                 assert!(envelope.incoming.len() <= limits.max_incoming);

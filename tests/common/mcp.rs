@@ -220,6 +220,18 @@ impl McpClient {
         }
     }
 
+    /// The client process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the MCP client runs")
+    }
+
+    /// SIGKILL: the client dies at once, as a crashed MCP host does. Its connections close and
+    /// the stdin of a stdio server it launched ends; nothing else tells hark.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
     /// Closes the client and waits for it (and the stdio server it launched) to exit.
     pub async fn close(mut self) {
         self.send(json!({"op": "close"})).await;

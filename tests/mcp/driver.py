@@ -3,7 +3,7 @@
 It connects to hark over stdio (launching `hark mcp ...`) or over streamable HTTP (`/mcp` with a
 bearer token), then reads one JSON command per line on stdin and answers one JSON line on stdout:
 
-    {"op": "list_tools"}                          -> {"tools": [{"name", "description", "input_schema"}]}
+    {"op": "list_tools"}                          -> {"tools": [{"name", "description", "input_schema", "output_schema"}]}
     {"op": "call", "tool": "append", "args": {}}  -> {"is_error", "text", "structured"}
         (optional "read_timeout_seconds": the client gives up on the call after that long)
     {"op": "close"}                               -> exits
@@ -70,6 +70,7 @@ async def serve_commands(client):
                                 "name": t.name,
                                 "description": t.description,
                                 "input_schema": t.input_schema,
+                                "output_schema": t.output_schema,
                             }
                             for t in listed.tools
                         ]
@@ -81,6 +82,10 @@ async def serve_commands(client):
                     command.get("args", {}),
                     read_timeout_seconds=command.get("read_timeout_seconds"),
                 )
+                if result.is_error and result.structured_content is not None:
+                    # The SDK validates successful results against the tool's outputSchema;
+                    # clients such as the TypeScript SDK validate error results too.
+                    await client.session.validate_tool_result(command["tool"], result)
                 texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
                 answer(
                     {

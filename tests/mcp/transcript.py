@@ -68,13 +68,13 @@ async def main(url, hark):
             checked = {}
 
             async def bob_checks():
-                checked["result"] = await bob.call_tool("check", {"timeout_ms": 60000})
+                checked["result"] = await bob.call_tool("check", {"timeout_ms": 50000})
 
             tg.start_soon(bob_checks)
             # Let bob's check be parked in the server before alice pushes.
             while "bob" not in await anyio.to_thread.run_sync(checking, url, conversation):
                 await anyio.sleep(0.01)
-            print("bob → check {\"timeout_ms\": 60000}    (waiting…)")
+            print("bob → check {\"timeout_ms\": 50000}    (waiting…)")
             await call(alice, "alice", "push", {})
         print("bob ← check answers:")
         for line in checked["result"].content[0].text.splitlines():
@@ -87,7 +87,7 @@ async def main(url, hark):
         await call(bob, "bob", "reset", {})
         await call(bob, "bob", "append", {"text": "12:30 is fine. See you at Luigi's!"})
         await call(bob, "bob", "push", {})
-        await call(alice, "alice", "check", {"timeout_ms": 60000})
+        await call(alice, "alice", "check", {"timeout_ms": 50000})
 
 
 if __name__ == "__main__":

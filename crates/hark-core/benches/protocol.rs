@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hark_core::protocol::{
-    Action, Conversation, Limits, ParticipantKind, ParticipantName, RequestId,
+    Action, Confirm, Conversation, Limits, ParticipantKind, ParticipantName, RequestId,
 };
 use hark_core::time::Millis;
 
@@ -34,7 +34,13 @@ fn cycle(c: &mut Criterion) {
             ] {
                 request += 1;
                 now += 1;
-                conversation.handle_request(Millis(now), RequestId(request), &alice, action);
+                conversation.handle_request(
+                    Millis(now),
+                    RequestId(request),
+                    &alice,
+                    action,
+                    Confirm::Transport,
+                );
                 while let Some(output) = conversation.poll_output() {
                     black_box(output);
                 }

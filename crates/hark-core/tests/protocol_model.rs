@@ -1,8 +1,12 @@
-//! Model-based test: drafts, cursors, idempotent push and the push gate against a small model.
+//! Model-based test: drafts, cursors, idempotent push and the push gate against a small model,
+//! with results that are lost on their way to the client.
 //!
 //! The reference model is written as plainly as possible (whole strings, linear scans); the
 //! system under test is `hark_core::protocol::Conversation`. After every action both must agree
-//! on the result, the messages handed over, the cursor and the draft.
+//! on the result, the messages handed over, the cursor and the draft. Some results are lost (the
+//! driver reports `handle_lost`): their messages must come again, the read receipt must not
+//! move past them, and a push must be held until they have arrived. Those guarantees are also
+//! checked from the system's outputs alone, against what each client really received.
 
 use std::sync::Arc;
 
@@ -15,6 +19,14 @@ const NAMES: [&str; 3] = ["alice", "bob", "carol"];
 const APPEND_MAX: usize = 6;
 const DRAFT_MAX: usize = 15;
 const INCOMING_MAX: usize = 3;
+
+/// One action and the fate of its result.
+#[derive(Clone, Debug)]
+struct Step {
+    op: Op,
+    /// The result never reaches the client.
+    lost: bool,
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -59,7 +71,8 @@ struct Model {
     /// `(author, text, client_id)` per seq - 1.
     log: Vec<(usize, String, Option<u8>)>,
     drafts: [Vec<String>; 3],
-    cursors: [u64; 3],
+    /// What each participant provably received: the read receipt and the push gate's line.
+    heard: [u64; 3],
     last: Option<Observation>,
 }
 
@@ -69,7 +82,7 @@ impl Model {
     }
 
     fn unseen(&self, p: usize) -> bool {
-        self.log[self.cursors[p] as usize..]
+        self.log[self.heard[p] as usize..]
             .iter()
             .any(|(from, _, _)| *from != p)
     }
@@ -96,8 +109,8 @@ impl Model {
         }
     }
 
-    fn step(&mut self, op: &Op) {
-        let (p, result) = match op.clone() {
+    fn step(&mut self, step: &Step) {
+        let (p, result) = match step.op.clone() {
             Op::Append(p, text) => {
                 if text.is_empty() {
                     (p, Err("empty_text"))
@@ -156,16 +169,17 @@ impl Model {
                     seen: Seen::Error(code),
                     incoming: vec![],
                     more: false,
-                    cursor: self.cursors[p],
+                    cursor: self.heard[p],
                     draft_chars: self.draft_chars(p),
                 });
                 return;
             }
         };
-        // Hand over what others wrote after the cursor, at most INCOMING_MAX of them.
+        // Hand over what others wrote after the cursor, at most INCOMING_MAX of them. Steps are
+        // sequential, so the previous result's fate is known: everything handed was heard.
         let mut incoming = Vec::new();
         let mut more = false;
-        let mut cursor = self.cursors[p];
+        let mut cursor = self.heard[p];
         for (index, (from, _, _)) in self.log.iter().enumerate().skip(cursor as usize) {
             let seq = index as u64 + 1;
             if *from == p {
@@ -179,7 +193,11 @@ impl Model {
             cursor = seq;
             incoming.push(seq);
         }
-        self.cursors[p] = cursor;
+        // A lost result that handed messages over is rolled back: they come again. One that
+        // handed none (only the participant's own messages, or nothing) loses nothing.
+        if !step.lost || incoming.is_empty() {
+            self.heard[p] = cursor;
+        }
         self.last = Some(Observation {
             seen,
             incoming,
@@ -194,30 +212,32 @@ struct Reference;
 
 impl ReferenceStateMachine for Reference {
     type State = Model;
-    type Transition = Op;
+    type Transition = Step;
 
     fn init_state() -> BoxedStrategy<Model> {
         Just(Model::default()).boxed()
     }
 
-    fn transitions(_: &Model) -> BoxedStrategy<Op> {
+    fn transitions(_: &Model) -> BoxedStrategy<Step> {
         let who = 0..3usize;
         // Short texts with multi-byte characters so limits cut inside non-ASCII text.
         let text = prop_oneof![Just(String::new()), Just("  ".to_owned()), "[a-cé🙂 ]{1,9}",];
         let id = proptest::option::of(0..3u8);
-        prop_oneof![
+        let op = prop_oneof![
             3 => (who.clone(), text.clone()).prop_map(|(p, t)| Op::Append(p, t)),
             1 => who.clone().prop_map(Op::Undo),
             1 => who.clone().prop_map(Op::Reset),
             1 => who.clone().prop_map(Op::Preview),
             3 => (who.clone(), any::<bool>(), id.clone()).prop_map(|(p, f, i)| Op::Push(p, f, i)),
             2 => (who, text, id).prop_map(|(p, t, i)| Op::Send(p, t, i)),
-        ]
-        .boxed()
+        ];
+        (op, proptest::bool::weighted(0.25))
+            .prop_map(|(op, lost)| Step { op, lost })
+            .boxed()
     }
 
-    fn apply(mut state: Model, op: &Op) -> Model {
-        state.step(op);
+    fn apply(mut state: Model, step: &Step) -> Model {
+        state.step(step);
         state
     }
 }
@@ -225,6 +245,8 @@ impl ReferenceStateMachine for Reference {
 struct Sut {
     conversation: Conversation,
     next_request: u64,
+    /// Per participant, the seqs of others' messages in results that reached it.
+    received: [Vec<u64>; 3],
 }
 
 impl StateMachineTest for Sut {
@@ -248,12 +270,14 @@ impl StateMachineTest for Sut {
         Sut {
             conversation,
             next_request: 0,
+            received: Default::default(),
         }
     }
 
-    fn apply(mut sut: Sut, model: &Model, op: Op) -> Sut {
+    fn apply(mut sut: Sut, model: &Model, step: Step) -> Sut {
         let id = |i: Option<u8>| i.map(|i| format!("id{i}"));
-        let (p, action) = match op {
+        let force_push = matches!(step.op, Op::Push(_, true, _) | Op::Send(..));
+        let (p, action) = match step.op {
             Op::Append(p, text) => (p, Action::Append { text }),
             Op::Undo(p) => (p, Action::Undo),
             Op::Reset(p) => (p, Action::Reset),
@@ -276,24 +300,69 @@ impl StateMachineTest for Sut {
         sut.next_request += 1;
         let request = RequestId(sut.next_request);
         let who = ParticipantName::parse(NAMES[p]).unwrap();
+        let now = Millis(sut.next_request);
         sut.conversation
-            .handle_request(Millis(sut.next_request), request, &who, action);
+            .handle_request(now, request, &who, action, Confirm::Transport);
         let mut reply = None;
+        let mut confirm = false;
         while let Some(output) = sut.conversation.poll_output() {
             if let Output::Reply {
                 request: r,
                 reply: body,
+                confirm: c,
             } = output
             {
                 assert_eq!(r, request);
                 assert!(reply.is_none(), "one reply per request");
                 reply = Some(body);
+                confirm = c;
+            }
+        }
+        if let Some(Ok(envelope)) = &reply {
+            assert_eq!(
+                confirm,
+                !envelope.incoming.is_empty() || !envelope.receipts.is_empty(),
+                "exactly the results that hand something over wait for their delivery"
+            );
+        }
+        if confirm {
+            if step.lost {
+                sut.conversation.handle_lost(now, request);
+            } else {
+                sut.conversation.handle_delivered(now, request);
+            }
+            while sut.conversation.poll_output().is_some() {}
+        }
+        let delivered = !step.lost || !confirm;
+        if let Some(Ok(envelope)) = &reply
+            && delivered
+        {
+            sut.received[p].extend(envelope.incoming.iter().map(|m| m.seq));
+        }
+        if let Some(Ok(envelope)) = &reply
+            && let ActionResult::Sent {
+                message,
+                duplicate: false,
+            } = &envelope.result
+            && !force_push
+        {
+            // The push gate: never sent past a message from someone else that the participant
+            // has not received (in an earlier result, or in this one's hold before it).
+            let log = sut.conversation.messages_after(0, usize::MAX);
+            for m in &log[..message.seq as usize - 1] {
+                if m.from != who {
+                    assert!(
+                        sut.received[p].contains(&m.seq),
+                        "{who} pushed past message {} it never received",
+                        m.seq
+                    );
+                }
             }
         }
         let observed = match reply.expect("every action replies at once") {
             Err(error) => {
                 // An error hands nothing over and leaves the cursor where it was.
-                let cursor = model.cursors[p];
+                let cursor = model.heard[p];
                 Observation {
                     seen: Seen::Error(error.code()),
                     incoming: vec![],
@@ -345,7 +414,19 @@ impl StateMachineTest for Sut {
             assert_eq!(message.text, model.log[index].1);
         }
         for (p, receipt) in sut.conversation.receipts().iter().enumerate() {
-            assert_eq!(receipt.read_up_to, model.cursors[p]);
+            assert_eq!(receipt.read_up_to, model.heard[p]);
+            // Nothing handed to nobody: every message from someone else up to the read receipt
+            // reached this participant in a result.
+            for m in &log[..receipt.read_up_to as usize] {
+                if m.from.as_str() != NAMES[p] {
+                    assert!(
+                        sut.received[p].contains(&m.seq),
+                        "{} has a receipt past message {} it never received",
+                        NAMES[p],
+                        m.seq
+                    );
+                }
+            }
         }
     }
 }
@@ -354,4 +435,215 @@ prop_state_machine! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn drafts_and_push_gate_follow_the_model(sequential 1..60 => Sut);
+}
+
+/// What happens to a result on its way to the client.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Delivered,
+    Lost,
+    /// Still in flight while later actions run; settled by a later [`Race::Settle`].
+    Later,
+}
+
+#[derive(Clone, Debug)]
+enum Race {
+    Act {
+        who: usize,
+        op: u8,
+        fate: Fate,
+    },
+    /// Settles the in-flight result at this index (modulo their number): delivered or lost.
+    Settle {
+        index: usize,
+        delivered: bool,
+    },
+}
+
+fn race() -> impl Strategy<Value = Race> {
+    let fate = prop_oneof![
+        2 => Just(Fate::Delivered),
+        1 => Just(Fate::Lost),
+        2 => Just(Fate::Later),
+    ];
+    prop_oneof![
+        3 => (0..3usize, 0..5u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
+        1 => (0..8usize, any::<bool>()).prop_map(|(index, delivered)| Race::Settle { index, delivered }),
+    ]
+}
+
+/// The conversation and what each client really received.
+struct Clients {
+    names: [ParticipantName; 3],
+    conversation: Conversation,
+    received: [Vec<u64>; 3],
+    in_flight: Vec<(RequestId, usize, Vec<u64>)>,
+    next: u64,
+}
+
+impl Clients {
+    fn new() -> Self {
+        let names = NAMES.map(|n| ParticipantName::parse(n).unwrap());
+        let limits = Limits {
+            max_incoming: 2,
+            ..Limits::default()
+        };
+        let mut conversation = Conversation::new("r", limits);
+        for name in &names {
+            conversation.add_participant(name.clone(), ParticipantKind::Agent);
+        }
+        Clients {
+            names,
+            conversation,
+            received: Default::default(),
+            in_flight: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn act(&mut self, who: usize, action: Action, fate: Fate) -> Result<(), TestCaseError> {
+        self.next += 1;
+        let request = RequestId(self.next);
+        let now = Millis(self.next);
+        let forced = matches!(
+            action,
+            Action::Push { force: true, .. } | Action::Send { .. }
+        );
+        self.conversation.handle_request(
+            now,
+            request,
+            &self.names[who],
+            action,
+            Confirm::Transport,
+        );
+        while let Some(output) = self.conversation.poll_output() {
+            let Output::Reply {
+                request: r,
+                reply: Ok(envelope),
+                confirm,
+            } = output
+            else {
+                continue;
+            };
+            prop_assert_eq!(r, request);
+            let seqs: Vec<u64> = envelope.incoming.iter().map(|m| m.seq).collect();
+            if matches!(envelope.result, ActionResult::Held { .. }) {
+                // A hold shows what it waits for, also messages of results still in flight.
+                prop_assert!(!seqs.is_empty(), "a push was held with nothing to read");
+            }
+            if let ActionResult::Sent {
+                message,
+                duplicate: false,
+            } = &envelope.result
+                && !forced
+            {
+                // The gate: nothing from someone else before the new message is unreceived.
+                let log = self.conversation.messages_after(0, usize::MAX);
+                for m in &log[..message.seq as usize - 1] {
+                    prop_assert!(
+                        m.from == self.names[who] || self.received[who].contains(&m.seq),
+                        "{} pushed past message {} it never received",
+                        self.names[who],
+                        m.seq
+                    );
+                }
+            }
+            if !confirm {
+                self.received[who].extend(seqs);
+                continue;
+            }
+            match fate {
+                Fate::Delivered => {
+                    self.received[who].extend(seqs);
+                    self.conversation.handle_delivered(now, request);
+                }
+                Fate::Lost => self.conversation.handle_lost(now, request),
+                Fate::Later => self.in_flight.push((request, who, seqs)),
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, index: usize, delivered: bool) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let (request, who, seqs) = self.in_flight.remove(index % self.in_flight.len());
+        if delivered {
+            self.received[who].extend(seqs);
+            self.conversation
+                .handle_delivered(Millis(self.next), request);
+        } else {
+            self.conversation.handle_lost(Millis(self.next), request);
+        }
+        while self.conversation.poll_output().is_some() {}
+    }
+
+    /// No read receipt passes a message from someone else that its participant never received.
+    fn check_receipts(&self) -> Result<(), TestCaseError> {
+        let log = self.conversation.messages_after(0, usize::MAX);
+        for (p, receipt) in self.conversation.receipts().iter().enumerate() {
+            for m in &log[..receipt.read_up_to as usize] {
+                prop_assert!(
+                    m.from == self.names[p] || self.received[p].contains(&m.seq),
+                    "{} has a receipt past message {} it never received",
+                    self.names[p],
+                    m.seq
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Results delivered late, out of order or never, with actions running meanwhile: judged only
+    /// by what each client really received. Nothing is handed to nobody (a read receipt or a
+    /// non-forced push never passes a message the participant did not receive), and nothing is
+    /// lost (once every result arrives, every message has reached everyone).
+    #[test]
+    fn hand_over_holds_when_results_are_lost_or_late(races in proptest::collection::vec(race(), 1..80)) {
+        let mut c = Clients::new();
+        for step in races {
+            match step {
+                Race::Act { who, op, fate } => {
+                    let action = match op {
+                        0 => Action::Append { text: "x".into() },
+                        1 => Action::Preview,
+                        2 => Action::Push { force: false, client_id: None },
+                        3 => Action::Send { text: format!("m{}", c.next), client_id: None },
+                        _ => {
+                            // A client that reads from the event stream has received what it
+                            // says it read.
+                            let up_to = c.conversation.last_seq();
+                            c.received[who].extend(1..=up_to);
+                            Action::Read { up_to }
+                        }
+                    };
+                    c.act(who, action, fate)?;
+                }
+                Race::Settle { index, delivered } => c.settle(index, delivered),
+            }
+            c.check_receipts()?;
+        }
+        // Everything in flight arrives, then each participant asks until nothing more comes:
+        // every message from someone else has reached it.
+        while !c.in_flight.is_empty() {
+            c.settle(0, true);
+        }
+        for who in 0..3 {
+            for _ in 0..=c.conversation.last_seq() {
+                c.act(who, Action::Preview, Fate::Delivered)?;
+            }
+            for m in c.conversation.messages_after(0, usize::MAX) {
+                prop_assert!(
+                    m.from == c.names[who] || c.received[who].contains(&m.seq),
+                    "message {} never reached {}", m.seq, c.names[who]
+                );
+            }
+        }
+        c.check_receipts()?;
+    }
 }

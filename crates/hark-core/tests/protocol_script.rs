@@ -6,6 +6,13 @@
 //!
 //! Actions: `append "text"`, `undo`, `reset`, `preview`, `push [force] [id=X]`,
 //! `send "text" [id=X]`, `check [MS]`, `typing on|off`, `read N`; `t=… tick` only advances time.
+//! An action may end with `received=N`: the client confirms itself ([`Confirm::Client`]).
+//!
+//! Delivery: a reply that must be confirmed (`reply #N?` in the trace) is in flight until the next
+//! line. That line may be `t=… lose #N` (the connection dropped: `handle_lost`, also for a waiting
+//! `check` whose caller went away) or `t=… deliver #N`; every reply still in flight when another
+//! line comes is delivered first (`delivered #N` in the trace), as a client that reads its answer
+//! before it acts again. A line ending in ` &` is sent concurrently: what is in flight stays so.
 
 use expect_test::{Expect, expect};
 use hark_core::protocol::*;
@@ -43,13 +50,39 @@ fn check(script: &str, expect: Expect) {
     }
     let mut trace = String::new();
     let mut next_request = 1;
+    let mut in_flight: Vec<RequestId> = Vec::new();
     for line in pending {
         let (time, rest) = line.split_once(' ').unwrap_or((line, ""));
         let now = parse_time(time.strip_prefix("t=").expect("line starts with t="));
+        if let Some((verb, id)) = rest.split_once(" #")
+            && matches!(verb, "lose" | "deliver")
+        {
+            let request = RequestId(id.parse().unwrap());
+            in_flight.retain(|r| *r != request);
+            trace.push_str(&format!("{} {verb} #{}\n", show_time(now), request.0));
+            if verb == "lose" {
+                conversation.handle_lost(now, request);
+            } else {
+                conversation.handle_delivered(now, request);
+            }
+            drain(&mut conversation, &mut trace, &mut in_flight);
+            continue;
+        }
+        let (rest, concurrent) = match rest.strip_suffix(" &") {
+            Some(rest) => (rest, true),
+            None => (rest, false),
+        };
+        if !concurrent {
+            for request in std::mem::take(&mut in_flight) {
+                trace.push_str(&format!("  delivered #{}\n", request.0));
+                conversation.handle_delivered(now, request);
+                drain(&mut conversation, &mut trace, &mut in_flight);
+            }
+        }
         while let Some(due) = conversation.poll_timeout().filter(|&due| due <= now) {
             conversation.handle_timeout(due);
             trace.push_str(&format!("{} timeout\n", show_time(due)));
-            drain(&mut conversation, &mut trace);
+            drain(&mut conversation, &mut trace, &mut in_flight);
         }
         if rest == "tick" {
             conversation.handle_timeout(now);
@@ -63,22 +96,47 @@ fn check(script: &str, expect: Expect) {
                 request.0
             ));
             let who = ParticipantName::parse(who).unwrap();
-            conversation.handle_request(now, request, &who, parse_action(action));
+            let (action, confirm) = match action.rsplit_once(" received=") {
+                Some((action, n)) => (
+                    action,
+                    Confirm::Client {
+                        received: n.parse().unwrap(),
+                    },
+                ),
+                None => (action, Confirm::Transport),
+            };
+            conversation.handle_request(now, request, &who, parse_action(action), confirm);
         }
-        drain(&mut conversation, &mut trace);
+        drain(&mut conversation, &mut trace, &mut in_flight);
     }
     expect.assert_eq(&trace);
 }
 
-fn drain(conversation: &mut Conversation, trace: &mut String) {
+fn drain(conversation: &mut Conversation, trace: &mut String, in_flight: &mut Vec<RequestId>) {
     while let Some(output) = conversation.poll_output() {
         let line = match output {
             Output::Persist(effect) => format!("  persist {}", show_effect(&effect)),
             Output::Event(event) => format!("  event {}", show_event(&event)),
-            Output::Reply { request, reply } => match reply {
-                Ok(envelope) => format!("  reply #{} {}", request.0, show_envelope(&envelope)),
-                Err(error) => format!("  reply #{} error {}: {error}", request.0, error.code()),
-            },
+            Output::Reply {
+                request,
+                reply,
+                confirm,
+            } => {
+                let mark = if confirm {
+                    in_flight.push(request);
+                    "?"
+                } else {
+                    ""
+                };
+                match reply {
+                    Ok(envelope) => {
+                        format!("  reply #{}{mark} {}", request.0, show_envelope(&envelope))
+                    }
+                    Err(error) => {
+                        format!("  reply #{} error {}: {error}", request.0, error.code())
+                    }
+                }
+            }
         };
         trace.push_str(&line);
         trace.push('\n');
@@ -201,6 +259,9 @@ fn show_envelope(envelope: &Envelope) -> String {
     if envelope.more_incoming {
         out.push_str(" more");
     }
+    if !envelope.repeated.is_empty() {
+        out.push_str(&format!(" (repeated {:?})", envelope.repeated));
+    }
     if !envelope.receipts.is_empty() {
         let receipts: Vec<String> = envelope
             .receipts
@@ -249,9 +310,7 @@ fn append_preview_push_builds_one_message_from_segments() {
               reply #4 push sent seq=1 text="Hello world" | draft 0/0 | cursor 1
               event composing alice false
             t=2s #5 bob preview
-              persist cursor bob=1
-              event receipt bob=1
-              reply #5 preview text="" | incoming [1:alice:"Hello world"] | receipts alice=1 | draft 0/0 | cursor 1
+              reply #5? preview text="" | incoming [1:alice:"Hello world"] | receipts alice=1 | draft 0/0 | cursor 1
         "#]],
     );
 }
@@ -317,9 +376,10 @@ fn push_is_held_while_unseen_messages_exist_and_a_second_push_sends() {
               event receipt bob=1
               reply #2 send sent seq=1 text="actually, it's raining" | composing alice | draft 0/0 | cursor 1
             t=2s #3 alice push
+              reply #3? push held unseen_messages | incoming [1:bob:"actually, it's raining"] | receipts bob=1 | draft 1/20 | cursor 1
+              delivered #3
               persist cursor alice=1
               event receipt alice=1
-              reply #3 push held unseen_messages | incoming [1:bob:"actually, it's raining"] | receipts bob=1 | draft 1/20 | cursor 1
             t=3s #4 alice push
               persist clear alice
               persist message 2 alice "I think we should go"
@@ -355,19 +415,22 @@ fn held_push_is_held_again_when_yet_newer_messages_arrive() {
               event receipt bob=1
               reply #2 send sent seq=1 text="one" | composing alice | draft 0/0 | cursor 1
             t=2s #3 alice push
+              reply #3? push held unseen_messages | incoming [1:bob:"one"] | receipts bob=1 | draft 1/5 | cursor 1
+              delivered #3
               persist cursor alice=1
               event receipt alice=1
-              reply #3 push held unseen_messages | incoming [1:bob:"one"] | receipts bob=1 | draft 1/5 | cursor 1
             t=3s #4 carol send "two"
               persist message 2 carol "two"
               event message 2 from carol
+              reply #4? send sent seq=2 text="two" | incoming [1:bob:"one"] | receipts alice=1,bob=1 | composing alice | draft 0/0 | cursor 2
+              delivered #4
               persist cursor carol=2
               event receipt carol=2
-              reply #4 send sent seq=2 text="two" | incoming [1:bob:"one"] | receipts alice=1,bob=1 | composing alice | draft 0/0 | cursor 2
             t=4s #5 alice push
+              reply #5? push held unseen_messages | incoming [2:carol:"two"] | receipts carol=2 | draft 1/5 | cursor 2
+              delivered #5
               persist cursor alice=2
               event receipt alice=2
-              reply #5 push held unseen_messages | incoming [2:carol:"two"] | receipts carol=2 | draft 1/5 | cursor 2
             t=5s #6 alice push
               persist clear alice
               persist message 3 alice "draft"
@@ -403,9 +466,7 @@ fn force_push_sends_despite_unseen_messages_and_hands_them_over() {
               persist clear alice
               persist message 2 alice "sent anyway"
               event message 2 from alice
-              persist cursor alice=2
-              event receipt alice=2
-              reply #3 push sent seq=2 text="sent anyway" | incoming [1:bob:"wait"] | receipts bob=1 | draft 0/0 | cursor 2
+              reply #3? push sent seq=2 text="sent anyway" | incoming [1:bob:"wait"] | receipts bob=1 | draft 0/0 | cursor 2
               event composing alice false
         "#]],
     );
@@ -436,25 +497,29 @@ fn every_result_carries_what_arrived_meanwhile() {
               reply #2 send sent seq=1 text="are you there?" | composing alice | draft 0/0 | cursor 1
             t=2s #3 alice append "Yes, here. "
               persist segment alice "Yes, here. "
+              reply #3? append +11 | incoming [1:bob:"are you there?"] | receipts bob=1 | draft 2/25 | cursor 1
+              delivered #3
               persist cursor alice=1
               event receipt alice=1
-              reply #3 append +11 | incoming [1:bob:"are you there?"] | receipts bob=1 | draft 2/25 | cursor 1
             t=3s #4 bob send "ok"
               persist message 2 bob "ok"
               event message 2 from bob
+              reply #4? send sent seq=2 text="ok" | receipts alice=1 | composing alice | draft 0/0 | cursor 2
+              delivered #4
               persist cursor bob=2
               event receipt bob=2
-              reply #4 send sent seq=2 text="ok" | receipts alice=1 | composing alice | draft 0/0 | cursor 2
             t=3s #5 carol send "hi all"
               persist message 3 carol "hi all"
               event message 3 from carol
+              reply #5? send sent seq=3 text="hi all" | incoming [1:bob:"are you there?", 2:bob:"ok"] | receipts alice=1,bob=2 | composing alice | draft 0/0 | cursor 3
+              delivered #5
               persist cursor carol=3
               event receipt carol=3
-              reply #5 send sent seq=3 text="hi all" | incoming [1:bob:"are you there?", 2:bob:"ok"] | receipts alice=1,bob=2 | composing alice | draft 0/0 | cursor 3
             t=4s #6 alice preview
+              reply #6? preview text="Let me think. Yes, here. " | incoming [2:bob:"ok", 3:carol:"hi all"] | receipts bob=2,carol=3 | draft 2/25 | cursor 3
+              delivered #6
               persist cursor alice=3
               event receipt alice=3
-              reply #6 preview text="Let me think. Yes, here. " | incoming [2:bob:"ok", 3:carol:"hi all"] | receipts bob=2,carol=3 | draft 2/25 | cursor 3
             t=5s #7 alice undo
               persist pop alice
               reply #7 undo removed="Yes, here. " | draft 1/14 | cursor 3
@@ -487,9 +552,7 @@ fn own_messages_are_never_handed_over_as_incoming() {
             t=2s #3 alice preview
               reply #3 preview text="" | draft 0/0 | cursor 2
             t=3s #4 bob preview
-              persist cursor bob=2
-              event receipt bob=2
-              reply #4 preview text="" | incoming [1:alice:"first", 2:alice:"second"] | receipts alice=2 | draft 0/0 | cursor 2
+              reply #4? preview text="" | incoming [1:alice:"first", 2:alice:"second"] | receipts alice=2 | draft 0/0 | cursor 2
         "#]],
     );
 }
@@ -522,19 +585,22 @@ fn incoming_is_paged_by_max_incoming() {
             t=0s #3 alice send "mine"
               persist message 3 alice "mine"
               event message 3 from alice
+              reply #3? send sent seq=3 text="mine" | incoming [1:bob:"1", 2:bob:"2"] | receipts bob=2 | draft 0/0 | cursor 3
+              delivered #3
               persist cursor alice=3
               event receipt alice=3
-              reply #3 send sent seq=3 text="mine" | incoming [1:bob:"1", 2:bob:"2"] | receipts bob=2 | draft 0/0 | cursor 3
             t=0s #4 bob send "3"
               persist message 4 bob "3"
               event message 4 from bob
+              reply #4? send sent seq=4 text="3" | incoming [3:alice:"mine"] | receipts alice=3 | draft 0/0 | cursor 4
+              delivered #4
               persist cursor bob=4
               event receipt bob=4
-              reply #4 send sent seq=4 text="3" | incoming [3:alice:"mine"] | receipts alice=3 | draft 0/0 | cursor 4
             t=1s #5 alice preview
+              reply #5? preview text="" | incoming [4:bob:"3"] | receipts bob=4 | draft 0/0 | cursor 4
+              delivered #5
               persist cursor alice=4
               event receipt alice=4
-              reply #5 preview text="" | incoming [4:bob:"3"] | receipts bob=4 | draft 0/0 | cursor 4
             t=2s #6 alice preview
               reply #6 preview text="" | draft 0/0 | cursor 4
         "#]],
@@ -592,10 +658,11 @@ fn empty_text_and_empty_draft_are_refused_without_handing_anything_over() {
               reply #3 error empty_draft: Your draft is empty (or only white space): append text before you push.
             t=1s #4 alice append "   "
               persist segment alice "   "
+              reply #4? append +3 | incoming [1:bob:"hello"] | receipts bob=1 | draft 1/3 | cursor 1
+              event composing alice true
+              delivered #4
               persist cursor alice=1
               event receipt alice=1
-              reply #4 append +3 | incoming [1:bob:"hello"] | receipts bob=1 | draft 1/3 | cursor 1
-              event composing alice true
             t=1s #5 alice push
               reply #5 error empty_draft: Your draft is empty (or only white space): append text before you push.
             t=1s #6 alice send "  "
@@ -645,9 +712,10 @@ fn push_with_a_used_client_id_returns_the_original_message() {
             t=2s #7 bob send "bob may use the same id" id=m1
               persist message 2 bob "bob may use the same id"
               event message 2 from bob
+              reply #7? send sent seq=2 text="bob may use the same id" | incoming [1:alice:"hello"] | receipts alice=1 | composing alice | draft 0/0 | cursor 2
+              delivered #7
               persist cursor bob=2
               event receipt bob=2
-              reply #7 send sent seq=2 text="bob may use the same id" | incoming [1:alice:"hello"] | receipts alice=1 | composing alice | draft 0/0 | cursor 2
             t=3s #8 alice send "x" id=
               reply #8 error bad_request: client_id must be 1 to 128 characters: use a fresh random id per message.
         "#]],
@@ -675,10 +743,11 @@ fn send_appends_to_the_draft_pushes_with_force_and_refuses_instead_of_cutting() 
               reply #2 error too_long: The message would be 11 characters, more than the limit of 10: shorten it or split it into several messages.
             t=1s #3 alice append "ab"
               persist segment alice "ab"
+              reply #3? append +2 | incoming [1:bob:"hi"] | receipts bob=1 | draft 1/2 | cursor 1
+              event composing alice true
+              delivered #3
               persist cursor alice=1
               event receipt alice=1
-              reply #3 append +2 | incoming [1:bob:"hi"] | receipts bob=1 | draft 1/2 | cursor 1
-              event composing alice true
             t=1s #4 alice send "cd"
               persist clear alice
               persist message 2 alice "abcd"
@@ -706,9 +775,7 @@ fn check_returns_at_once_when_something_is_unseen() {
               event receipt bob=1
               reply #1 send sent seq=1 text="hello" | draft 0/0 | cursor 1
             t=1s #2 alice check
-              persist cursor alice=1
-              event receipt alice=1
-              reply #2 check timed_out=false | incoming [1:bob:"hello"] | receipts bob=1 | draft 0/0 | cursor 1
+              reply #2? check timed_out=false | incoming [1:bob:"hello"] | receipts bob=1 | draft 0/0 | cursor 1
         "#]],
     );
 }
@@ -732,12 +799,8 @@ fn check_waits_until_another_participant_pushes() {
             t=5s #3 bob send "wake up"
               persist message 2 bob "wake up"
               event message 2 from bob
-              persist cursor bob=2
-              event receipt bob=2
-              reply #3 send sent seq=2 text="wake up" | incoming [1:alice:"my own message does not wake me"] | receipts alice=1 | draft 0/0 | cursor 2
-              persist cursor alice=2
-              event receipt alice=2
-              reply #1 check timed_out=false | incoming [2:bob:"wake up"] | receipts bob=2 | draft 0/0 | cursor 2
+              reply #3? send sent seq=2 text="wake up" | incoming [1:alice:"my own message does not wake me"] | receipts alice=1 | draft 0/0 | cursor 2
+              reply #1? check timed_out=false | incoming [2:bob:"wake up"] | draft 0/0 | cursor 2
         "#]],
     );
 }
@@ -810,9 +873,7 @@ fn a_message_ends_its_authors_typing_lease() {
               reply #2 send sent seq=1 text="done typing" | draft 0/0 | cursor 1
               event composing bob false
             t=2s #3 alice preview
-              persist cursor alice=1
-              event receipt alice=1
-              reply #3 preview text="" | incoming [1:bob:"done typing"] | receipts bob=1 | draft 0/0 | cursor 1
+              reply #3? preview text="" | incoming [1:bob:"done typing"] | receipts bob=1 | draft 0/0 | cursor 1
         "#]],
     );
 }
@@ -871,15 +932,17 @@ fn read_moves_the_cursor_and_receipt_forward_never_back() {
             t=1s #3 alice read 1
               persist cursor alice=1
               event receipt alice=1
+              reply #3? read done | incoming [2:bob:"2"] | receipts bob=2 | draft 0/0 | cursor 2
+              delivered #3
               persist cursor alice=2
               event receipt alice=2
-              reply #3 read done | incoming [2:bob:"2"] | receipts bob=2 | draft 0/0 | cursor 2
             t=2s #4 alice read 0
               reply #4 read done | draft 0/0 | cursor 2
             t=3s #5 alice read 99
               reply #5 read done | draft 0/0 | cursor 2
             t=4s #6 bob preview
-              reply #6 preview text="" | receipts alice=2 | draft 0/0 | cursor 2
+              reply #6? preview text="" | receipts alice=2 | draft 0/0 | cursor 2
+              delivered #6
             t=5s #7 bob preview
               reply #7 preview text="" | draft 0/0 | cursor 2
         "#]],
@@ -905,21 +968,306 @@ fn receipts_report_only_positions_that_changed() {
               event receipt alice=1
               reply #1 send sent seq=1 text="hi" | draft 0/0 | cursor 1
             t=1s #2 bob preview
+              reply #2? preview text="" | incoming [1:alice:"hi"] | receipts alice=1 | draft 0/0 | cursor 1
+              delivered #2
               persist cursor bob=1
               event receipt bob=1
-              reply #2 preview text="" | incoming [1:alice:"hi"] | receipts alice=1 | draft 0/0 | cursor 1
             t=2s #3 alice preview
-              reply #3 preview text="" | receipts bob=1 | draft 0/0 | cursor 1
+              reply #3? preview text="" | receipts bob=1 | draft 0/0 | cursor 1
+              delivered #3
             t=3s #4 alice preview
               reply #4 preview text="" | draft 0/0 | cursor 1
             t=4s #5 carol preview
+              reply #5? preview text="" | incoming [1:alice:"hi"] | receipts alice=1,bob=1 | draft 0/0 | cursor 1
+              delivered #5
               persist cursor carol=1
               event receipt carol=1
-              reply #5 preview text="" | incoming [1:alice:"hi"] | receipts alice=1,bob=1 | draft 0/0 | cursor 1
             t=5s #6 alice preview
-              reply #6 preview text="" | receipts carol=1 | draft 0/0 | cursor 1
+              reply #6? preview text="" | receipts carol=1 | draft 0/0 | cursor 1
         "#]],
     );
+}
+
+#[test]
+fn a_check_whose_caller_is_gone_hands_nothing_over() {
+    // The connection of a waiting check drops; the message that arrives next stays unheard: the
+    // next action hands it over and a push waits for it.
+    check(
+        r#"
+        t=0 alice append "draft"
+        t=0 alice check 20000
+        t=1s lose #2
+        t=2s bob send "news"
+        t=3s alice push
+        t=4s alice push
+        "#,
+        expect![[r#"
+            t=0s #1 alice append "draft"
+              persist segment alice "draft"
+              reply #1 append +5 | draft 1/5 | cursor 0
+              event composing alice true
+            t=0s #2 alice check 20000
+            t=1s lose #2
+            t=2s #3 bob send "news"
+              persist message 1 bob "news"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #3 send sent seq=1 text="news" | composing alice | draft 0/0 | cursor 1
+            t=3s #4 alice push
+              reply #4? push held unseen_messages | incoming [1:bob:"news"] | receipts bob=1 | draft 1/5 | cursor 1
+              delivered #4
+              persist cursor alice=1
+              event receipt alice=1
+            t=4s #5 alice push
+              persist clear alice
+              persist message 2 alice "draft"
+              event message 2 from alice
+              persist cursor alice=2
+              event receipt alice=2
+              reply #5 push sent seq=2 text="draft" | draft 0/0 | cursor 2
+              event composing alice false
+        "#]],
+    );
+}
+
+#[test]
+fn a_lost_result_hands_its_messages_over_again_and_the_push_gate_waits_for_them() {
+    // The check answered with bob's message, but the answer never reached alice: no receipt goes
+    // out, her next result carries the message again, and her push is held until it has.
+    check(
+        r#"
+        t=0 alice append "draft"
+        t=0 alice check 20000
+        t=1s bob send "news"
+        t=2s lose #2
+        t=3s alice push
+        t=4s alice push
+        "#,
+        expect![[r#"
+            t=0s #1 alice append "draft"
+              persist segment alice "draft"
+              reply #1 append +5 | draft 1/5 | cursor 0
+              event composing alice true
+            t=0s #2 alice check 20000
+            t=1s #3 bob send "news"
+              persist message 1 bob "news"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #3 send sent seq=1 text="news" | composing alice | draft 0/0 | cursor 1
+              reply #2? check timed_out=false | incoming [1:bob:"news"] | receipts bob=1 | draft 1/5 | cursor 1
+            t=2s lose #2
+            t=3s #4 alice push
+              reply #4? push held unseen_messages | incoming [1:bob:"news"] | receipts bob=1 | draft 1/5 | cursor 1
+              delivered #4
+              persist cursor alice=1
+              event receipt alice=1
+            t=4s #5 alice push
+              persist clear alice
+              persist message 2 alice "draft"
+              event message 2 from alice
+              persist cursor alice=2
+              event receipt alice=2
+              reply #5 push sent seq=2 text="draft" | draft 0/0 | cursor 2
+              event composing alice false
+        "#]],
+    );
+}
+
+#[test]
+fn a_lost_result_before_a_delivered_one_is_repeated_and_says_so() {
+    // Two results in flight at once (a check on one connection, a preview on another): the first
+    // is lost, the second arrives. Alice's next result hands both messages again and marks the
+    // one she already has; her cursor never passed what she lost.
+    check(
+        r#"
+        limits incoming=1
+        t=0 bob send "one"
+        t=0 bob send "two"
+        t=1s alice preview
+        t=1s alice preview &
+        t=2s deliver #4
+        t=2s lose #3
+        t=3s alice preview
+        t=4s alice preview
+        "#,
+        expect![[r#"
+            t=0s #1 bob send "one"
+              persist message 1 bob "one"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #1 send sent seq=1 text="one" | draft 0/0 | cursor 1
+            t=0s #2 bob send "two"
+              persist message 2 bob "two"
+              event message 2 from bob
+              persist cursor bob=2
+              event receipt bob=2
+              reply #2 send sent seq=2 text="two" | draft 0/0 | cursor 2
+            t=1s #3 alice preview
+              reply #3? preview text="" | incoming [1:bob:"one"] more | receipts bob=2 | draft 0/0 | cursor 1
+            t=1s #4 alice preview
+              reply #4? preview text="" | incoming [2:bob:"two"] | draft 0/0 | cursor 2
+            t=2s deliver #4
+            t=2s lose #3
+            t=3s #5 alice preview
+              reply #5? preview text="" | incoming [1:bob:"one"] more | receipts bob=2 | draft 0/0 | cursor 1
+              delivered #5
+              persist cursor alice=1
+              event receipt alice=1
+            t=4s #6 alice preview
+              reply #6? preview text="" | incoming [2:bob:"two"] (repeated [2]) | draft 0/0 | cursor 2
+        "#]],
+    );
+}
+
+#[test]
+fn receipts_told_in_a_lost_result_are_told_again() {
+    check(
+        r#"
+        t=0 alice send "hi"
+        t=1s bob preview
+        t=2s alice preview
+        t=3s lose #3
+        t=4s alice preview
+        "#,
+        expect![[r#"
+            t=0s #1 alice send "hi"
+              persist message 1 alice "hi"
+              event message 1 from alice
+              persist cursor alice=1
+              event receipt alice=1
+              reply #1 send sent seq=1 text="hi" | draft 0/0 | cursor 1
+            t=1s #2 bob preview
+              reply #2? preview text="" | incoming [1:alice:"hi"] | receipts alice=1 | draft 0/0 | cursor 1
+              delivered #2
+              persist cursor bob=1
+              event receipt bob=1
+            t=2s #3 alice preview
+              reply #3? preview text="" | receipts bob=1 | draft 0/0 | cursor 1
+            t=3s lose #3
+            t=4s #4 alice preview
+              reply #4? preview text="" | receipts bob=1 | draft 0/0 | cursor 1
+        "#]],
+    );
+}
+
+#[test]
+fn a_client_that_confirms_itself_gates_the_push_on_what_it_received() {
+    // A stdio bridge whose MCP client died after the bridge got the answer: the transport
+    // delivered it, but only the client can say it arrived. The next bridge reports received=0,
+    // so the message comes again and the push waits for it; received=1 then confirms it.
+    check(
+        r#"
+        t=0 alice append "draft" received=0
+        t=1s bob send "news"
+        t=2s alice preview received=0
+        t=3s alice push received=0
+        t=4s alice push received=1
+        "#,
+        expect![[r#"
+            t=0s #1 alice append "draft" received=0
+              persist segment alice "draft"
+              reply #1 append +5 | draft 1/5 | cursor 0
+              event composing alice true
+            t=1s #2 bob send "news"
+              persist message 1 bob "news"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #2 send sent seq=1 text="news" | composing alice | draft 0/0 | cursor 1
+            t=2s #3 alice preview received=0
+              reply #3 preview text="draft" | incoming [1:bob:"news"] | receipts bob=1 | draft 1/5 | cursor 1
+            t=3s #4 alice push received=0
+              reply #4 push held unseen_messages | incoming [1:bob:"news"] | receipts bob=1 | draft 1/5 | cursor 1
+            t=4s #5 alice push received=1
+              persist cursor alice=1
+              event receipt alice=1
+              persist clear alice
+              persist message 2 alice "draft"
+              event message 2 from alice
+              persist cursor alice=2
+              event receipt alice=2
+              reply #5 push sent seq=2 text="draft" | draft 0/0 | cursor 2
+              event composing alice false
+        "#]],
+    );
+}
+
+#[test]
+fn reading_from_the_event_stream_confirms_what_was_handed_over() {
+    check(
+        r#"
+        t=0 bob send "one"
+        t=1s alice preview
+        t=2s lose #2
+        t=3s alice read 1
+        t=4s alice preview
+        "#,
+        expect![[r#"
+            t=0s #1 bob send "one"
+              persist message 1 bob "one"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #1 send sent seq=1 text="one" | draft 0/0 | cursor 1
+            t=1s #2 alice preview
+              reply #2? preview text="" | incoming [1:bob:"one"] | receipts bob=1 | draft 0/0 | cursor 1
+            t=2s lose #2
+            t=3s #3 alice read 1
+              persist cursor alice=1
+              event receipt alice=1
+              reply #3? read done | receipts bob=1 | draft 0/0 | cursor 1
+              delivered #3
+            t=4s #4 alice preview
+              reply #4 preview text="" | draft 0/0 | cursor 1
+        "#]],
+    );
+}
+
+#[test]
+fn a_restored_cursor_past_the_log_is_clamped() {
+    // A store whose cursor points past its last message (a lost tail, a hand edit) must not make
+    // every check panic on a slice index.
+    let alice = ParticipantName::parse("alice").unwrap();
+    let bob = ParticipantName::parse("bob").unwrap();
+    let record = |name: &ParticipantName, cursor| ParticipantRecord {
+        name: name.clone(),
+        kind: ParticipantKind::Agent,
+        cursor,
+        draft_segments: vec![],
+    };
+    let message = Message {
+        seq: 1,
+        id: "c1-1".into(),
+        from: bob.clone(),
+        text: "hi".into(),
+        sent_at: Millis(0),
+        client_id: None,
+    };
+    let mut conversation = Conversation::restore(
+        "c1",
+        Limits::default(),
+        vec![record(&alice, 7), record(&bob, 1)],
+        vec![message],
+    );
+    assert_eq!(conversation.receipts()[0].read_up_to, 1);
+    let check = Action::Check {
+        timeout_ms: Some(10),
+    };
+    conversation.handle_request(Millis(1), RequestId(1), &alice, check, Confirm::Transport);
+    conversation.handle_timeout(Millis(20));
+    let mut replies = 0;
+    while let Some(output) = conversation.poll_output() {
+        if let Output::Reply { reply, .. } = output {
+            let envelope = reply.unwrap();
+            assert!(envelope.incoming.is_empty());
+            assert_eq!(envelope.cursor, 1);
+            replies += 1;
+        }
+    }
+    assert_eq!(replies, 1);
 }
 
 #[test]
@@ -945,10 +1293,11 @@ fn checking_names_who_waits_in_check() {
     let check = || Action::Check {
         timeout_ms: Some(1_000),
     };
-    conversation.handle_request(Millis(0), RequestId(1), &bob, check());
-    conversation.handle_request(Millis(0), RequestId(2), &bob, check());
+    let t = Confirm::Transport;
+    conversation.handle_request(Millis(0), RequestId(1), &bob, check(), t);
+    conversation.handle_request(Millis(0), RequestId(2), &bob, check(), t);
     assert_eq!(conversation.checking(), std::slice::from_ref(&bob));
-    conversation.handle_request(Millis(1), RequestId(3), &alice, check());
+    conversation.handle_request(Millis(1), RequestId(3), &alice, check(), t);
     assert_eq!(conversation.checking(), [alice.clone(), bob.clone()]);
     // Alice's message wakes one of bob's checks (the first, which takes the message); the other
     // has nothing new left, and alice's own message is nothing new to her.
@@ -960,10 +1309,11 @@ fn checking_names_who_waits_in_check() {
             text: "hi".into(),
             client_id: None,
         },
+        t,
     );
     assert_eq!(conversation.checking(), [alice.clone(), bob.clone()]);
-    conversation.cancel_check(RequestId(2));
+    conversation.handle_lost(Millis(3), RequestId(2));
     assert_eq!(conversation.checking(), std::slice::from_ref(&alice));
-    conversation.cancel_check(RequestId(3));
+    conversation.handle_lost(Millis(3), RequestId(3));
     assert!(conversation.checking().is_empty());
 }

@@ -20,6 +20,9 @@ pub struct Tool {
     pub description: String,
     /// A JSON Schema object for its arguments.
     pub schema: Value,
+    /// A JSON Schema object for its structured result, an error body included (MCP clients
+    /// validate error results against it too).
+    pub output_schema: Value,
 }
 
 /// The numbers the descriptions state, so that they say what this server does.
@@ -102,6 +105,7 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                 "required": ["text"],
                 "additionalProperties": false
             }),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "undo",
@@ -109,12 +113,14 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                           text. Also shows messages that arrived meanwhile."
                 .to_owned(),
             schema: no_arguments(),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "reset",
             description: "Discard your whole draft. Also shows messages that arrived meanwhile."
                 .to_owned(),
             schema: no_arguments(),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "preview",
@@ -122,6 +128,7 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                           as they are). Also shows messages that arrived meanwhile."
                 .to_owned(),
             schema: no_arguments(),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "push",
@@ -147,6 +154,7 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                 },
                 "additionalProperties": false
             }),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "check",
@@ -172,6 +180,7 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                 },
                 "additionalProperties": false
             }),
+            output_schema: envelope_schema(),
         },
         Tool {
             name: "history",
@@ -200,6 +209,7 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                 },
                 "additionalProperties": false
             }),
+            output_schema: history_schema(),
         },
         Tool {
             name: "whoami",
@@ -207,8 +217,139 @@ pub fn table(limits: &ToolLimits) -> Vec<Tool> {
                           participants, the last message's seq and who is composing."
                 .to_owned(),
             schema: no_arguments(),
+            output_schema: whoami_schema(),
         },
     ]
+}
+
+/// A message as the wire writes it.
+fn message_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "seq": {"type": "integer"},
+            "id": {"type": "string"},
+            "from": {"type": "string"},
+            "text": {"type": "string"},
+            "sent_at": {"type": "string"},
+            "client_id": {"type": "string"}
+        },
+        "required": ["seq", "id", "from", "text", "sent_at"]
+    })
+}
+
+/// Read positions, as envelopes and descriptions list them.
+fn receipts_schema() -> Value {
+    json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "participant": {"type": "string"},
+                "read_up_to": {"type": "integer"}
+            },
+            "required": ["participant", "read_up_to"]
+        }
+    })
+}
+
+/// A result that is either `success` or the HTTP API's error body: a tool error carries the
+/// error body as structured content, and clients validate it against the same schema.
+fn or_error(success: Value) -> Value {
+    let error = json!({
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"}
+                },
+                "required": ["code", "message"]
+            }
+        },
+        "required": ["error"]
+    });
+    json!({"type": "object", "anyOf": [success, error]})
+}
+
+/// The common envelope (SPEC.md section 2), or an error.
+fn envelope_schema() -> Value {
+    or_error(json!({
+        "type": "object",
+        "properties": {
+            "action": {"type": "string"},
+            "result": {"type": "object"},
+            "incoming": {"type": "array", "items": message_schema()},
+            "more_incoming": {"type": "boolean"},
+            "repeated": {"type": "array", "items": {"type": "integer"}},
+            "receipts": receipts_schema(),
+            "composing": {"type": "array", "items": {"type": "string"}},
+            "draft": {
+                "type": "object",
+                "properties": {
+                    "segments": {"type": "integer"},
+                    "chars": {"type": "integer"}
+                },
+                "required": ["segments", "chars"]
+            },
+            "cursor": {"type": "integer"}
+        },
+        "required": [
+            "action", "result", "incoming", "more_incoming", "receipts", "composing", "draft",
+            "cursor"
+        ]
+    }))
+}
+
+/// `history`'s page, or an error.
+fn history_schema() -> Value {
+    or_error(json!({
+        "type": "object",
+        "properties": {
+            "messages": {"type": "array", "items": message_schema()},
+            "more": {"type": "boolean"}
+        },
+        "required": ["messages", "more"]
+    }))
+}
+
+/// `whoami`'s answer (`GET /v1/whoami`), or an error.
+fn whoami_schema() -> Value {
+    let names = json!({"type": "array", "items": {"type": "string"}});
+    or_error(json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": ["string", "null"]},
+            "participants": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "agent": {"type": "string"}
+                    },
+                    "required": ["name", "kind"]
+                }
+            },
+            "last_seq": {"type": "integer"},
+            "receipts": receipts_schema(),
+            "composing": names,
+            "checking": names,
+            "typing": names,
+            "you": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {"type": "string"}
+                },
+                "required": ["name", "kind"]
+            }
+        },
+        "required": ["id", "participants", "last_seq", "you"]
+    }))
 }
 
 /// The instructions an MCP client shows its model when it connects.
@@ -260,12 +401,18 @@ struct HistoryArgs {
 struct NoArgs {}
 
 /// Decodes a call of tool `name`: arguments are checked as strictly as an HTTP body (unknown
-/// fields refused). Missing arguments (`null`) mean `{}`.
+/// fields refused). Missing arguments (`null`) mean `{}`. A whole number written as a float
+/// (`100.0`, as some model providers emit integers) counts as that integer.
 pub fn decode(name: &str, arguments: Value) -> Result<ToolCall, ToolCallError> {
-    let arguments = if arguments.is_null() {
-        json!({})
-    } else {
-        arguments
+    let arguments = match arguments {
+        Value::Null => json!({}),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key, whole_number(value)))
+                .collect(),
+        ),
+        other => other,
     };
     fn args<T: for<'de> Deserialize<'de>>(arguments: Value) -> Result<T, ToolCallError> {
         serde_json::from_value(arguments).map_err(|e| ToolCallError::BadArguments(e.to_string()))
@@ -301,6 +448,25 @@ pub fn decode(name: &str, arguments: Value) -> Result<ToolCall, ToolCallError> {
     })
 }
 
+/// `value` as an integer if it is a float with no fractional part that an integer holds
+/// exactly; anything else unchanged (and refused later if the schema wants an integer).
+fn whole_number(value: Value) -> Value {
+    /// Beyond 2^53 a float no longer holds every integer: `9007199254740993.0` is not exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let Value::Number(number) = &value else {
+        return value;
+    };
+    match number.as_f64() {
+        Some(f) if number.is_f64() && f.fract() == 0.0 && (0.0..=EXACT).contains(&f) => {
+            Value::from(f as u64)
+        }
+        Some(f) if number.is_f64() && f.fract() == 0.0 && (-EXACT..0.0).contains(&f) => {
+            Value::from(f as i64)
+        }
+        _ => value,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +478,7 @@ mod tests {
 
     const LIMITS: ToolLimits = ToolLimits {
         default_check_ms: 25_000,
-        max_check_ms: 60_000,
+        max_check_ms: 50_000,
     };
 
     #[test]
@@ -325,8 +491,17 @@ mod tests {
             assert_eq!(tool.schema["additionalProperties"], false, "{}", tool.name);
         }
         let check = table.iter().find(|t| t.name == "check").unwrap();
-        assert!(check.description.contains("(default 25000, at most 60000)"));
-        assert!(check.description.contains("longer than 60 seconds"));
+        assert!(check.description.contains("(default 25000, at most 50000)"));
+        assert!(check.description.contains("longer than 50 seconds"));
+        for tool in &table {
+            assert_eq!(tool.output_schema["type"], "object", "{}", tool.name);
+            assert_eq!(
+                tool.output_schema["anyOf"][1]["required"],
+                json!(["error"]),
+                "{}: error results conform",
+                tool.name
+            );
+        }
         let agent: Vec<&str> = for_agent(false).iter().map(|t| t.name).collect();
         assert_eq!(agent, ["append", "undo", "reset", "preview", "push"]);
         let streaming: Vec<&str> = for_agent(true).iter().map(|t| t.name).collect();
@@ -370,5 +545,29 @@ mod tests {
             decode("send", json!({})),
             Err(ToolCallError::Unknown("send".into()))
         );
+    }
+
+    #[test]
+    fn whole_numbers_sent_as_floats_are_integers() {
+        assert_eq!(
+            decode("check", json!({"timeout_ms": 100.0})),
+            Ok(ToolCall::Act(Action::Check {
+                timeout_ms: Some(100)
+            }))
+        );
+        assert_eq!(
+            decode("history", json!({"after": 3.0, "limit": 2e1})),
+            Ok(ToolCall::History {
+                after: 3,
+                limit: Some(20)
+            })
+        );
+        for refused in [json!(100.5), json!(-1.0), json!(1e300), json!("100")] {
+            let decoded = decode("check", json!({ "timeout_ms": refused }));
+            assert!(
+                matches!(decoded, Err(ToolCallError::BadArguments(_))),
+                "{refused}: {decoded:?}"
+            );
+        }
     }
 }

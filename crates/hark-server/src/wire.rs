@@ -140,6 +140,23 @@ struct SendBody {
 #[serde(deny_unknown_fields)]
 struct NoFields {}
 
+/// The request header by which a client confirms its results itself: `Hark-Received: N` on an
+/// action request says it has received every result whose envelope `cursor` was at most `N`
+/// (see `Confirm::Client`). As hyper spells header names.
+pub const RECEIVED_HEADER: &str = "hark-received";
+
+/// [`RECEIVED_HEADER`] as the docs spell it.
+pub const RECEIVED_HEADER_NAME: &str = "Hark-Received";
+
+/// The value of [`RECEIVED_HEADER`]: a whole number, nothing else.
+pub fn parse_received(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
 /// Decodes the body of `POST /v1/conversations/{id}/{action}`. An empty body means `{}`.
 pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, BadBody> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -414,6 +431,10 @@ pub struct WireEnvelope {
     /// More are waiting.
     #[serde(default)]
     pub more_incoming: bool,
+    /// The seqs of `incoming` that already reached this participant: they come again because
+    /// an earlier result was lost. Left out when empty, as it nearly always is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeated: Vec<u64>,
     /// Receipts that changed since this participant's previous result.
     #[serde(default)]
     pub receipts: Vec<WireReceipt>,
@@ -435,6 +456,7 @@ impl From<&Envelope> for WireEnvelope {
             result: WireResult::from(&e.result),
             incoming: e.incoming.iter().map(|m| WireMessage::from(&**m)).collect(),
             more_incoming: e.more_incoming,
+            repeated: e.repeated.clone(),
             receipts: e.receipts.iter().map(WireReceipt::from).collect(),
             composing: e.composing.iter().map(|n| n.as_str().to_owned()).collect(),
             draft: WireDraft {
@@ -479,6 +501,9 @@ pub struct WireDescription {
     /// Who waits in `check`.
     #[serde(default)]
     pub checking: Vec<String>,
+    /// Who holds a fresh typing lease (a subset of `composing`: the rest are drafting).
+    #[serde(default)]
+    pub typing: Vec<String>,
 }
 
 impl From<&Description> for WireDescription {
@@ -499,6 +524,7 @@ impl From<&Description> for WireDescription {
             receipts: d.receipts.iter().map(WireReceipt::from).collect(),
             composing: d.composing.iter().map(|n| n.as_str().to_owned()).collect(),
             checking: d.checking.iter().map(|n| n.as_str().to_owned()).collect(),
+            typing: d.typing.iter().map(|n| n.as_str().to_owned()).collect(),
         }
     }
 }
@@ -809,6 +835,7 @@ mod tests {
                 result,
                 incoming: vec![message(3, None)],
                 more_incoming: false,
+                repeated: Vec::new(),
                 receipts: vec![Receipt {
                     participant: ParticipantName::parse("bob").unwrap(),
                     read_up_to: 2,
@@ -847,6 +874,7 @@ mod tests {
             result: ActionResult::Done,
             incoming: vec![message(3, None)],
             more_incoming: true,
+            repeated: vec![3],
             receipts: Vec::new(),
             composing: Vec::new(),
             draft: DraftSummary::default(),
@@ -859,6 +887,7 @@ mod tests {
                 "result": {},
                 "incoming": [{"seq": 3, "id": "c-3", "from": "bob", "text": "hi", "sent_at": "2026-11-21T08:57:24.512Z"}],
                 "more_incoming": true,
+                "repeated": [3],
                 "receipts": [],
                 "composing": [],
                 "draft": {"segments": 0, "chars": 0},

@@ -91,7 +91,7 @@ t=20s    pat: c
             10s     [3] pat: b
             10s     model ← [U "The conversation so far:\npat: a\ncoach: One.\npat: b\n\nYour draft is empty."]
             10.1s   coach composing
-            10.1s   model ← [T "Appended 4 characters (draft: 1 segment, 4 characters)."]
+            10.1s   model ← [T "Appended 4 characters (draft: 1 segment, 4 characters).\npat has read up to [3]."]
             10.2s   [4] coach: Two.
             10.2s   coach stops composing
             20s     [5] pat: c
@@ -128,7 +128,7 @@ t=20s    pat: c
             10s     [3] pat: b
             10s     model ← [U "The conversation so far:\npat: a\ncoach: One.\npat: b\n\nYour draft is empty."]
             10.1s   coach composing
-            10.1s   model ← [T "Appended 4 characters (draft: 1 segment, 4 characters)."]
+            10.1s   model ← [T "Appended 4 characters (draft: 1 segment, 4 characters).\npat has read up to [3]."]
             10.2s   [4] coach: Two.
             10.2s   coach stops composing
             20s     [5] pat: c
@@ -157,7 +157,7 @@ t=10s    pat: hello?
             10s     [2] pat: hello?
             10s     model ← [U "The conversation so far:\npat: are you there?\npat: hello?\n\nYour draft is empty."]
             10.1s   coach composing
-            10.1s   model ← [T "Appended 9 characters (draft: 1 segment, 9 characters)."]
+            10.1s   model ← [T "Appended 9 characters (draft: 1 segment, 9 characters).\npat has read up to [2]."]
             10.2s   [3] coach: Here now.
             10.2s   coach stops composing
         "#]],

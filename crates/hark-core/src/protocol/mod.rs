@@ -6,6 +6,23 @@
 //!
 //! **Invariant:** a batch's `Persist` outputs are committed before any of its replies or events is
 //! released; the state machine itself never waits for anything.
+//!
+//! # Hand-over: at least once to the participant, exactly once in effect
+//!
+//! Each participant has two positions. `handed` is the highest seq handed over in a result; the
+//! next result continues after it, so a client that received every result sees every message
+//! once. `cursor` is the highest seq the participant has *provably received*: results carrying
+//! messages are tentative ([`Confirm`]) until the driver reports that they reached the client
+//! ([`Conversation::handle_delivered`]) or the client says so itself ([`Confirm::Client`],
+//! [`Action::Read`]). Only `cursor` is persisted, shown to others as the read receipt and used by
+//! the push gate. A result that was lost ([`Conversation::handle_lost`]) rolls `handed` back to
+//! where it was before that result, so its messages (and the receipts it told) come again in the
+//! next one; a push meanwhile is held, and the held push's result hands over everything not yet
+//! confirmed.
+//!
+//! **Invariant:** every seq in `(cursor, handed]` is the participant's own message or was carried
+//! by a tentative hand-over still in `pending`; so when nothing is pending, `cursor` may move up to
+//! `handed`.
 
 mod draft;
 mod types;
@@ -54,11 +71,19 @@ impl Default for Limits {
 /// A participant as restored from the store.
 #[derive(Clone, Debug)]
 pub struct ParticipantRecord {
+    /// The participant's name.
     pub name: ParticipantName,
+    /// Person or model.
     pub kind: ParticipantKind,
+    /// The confirmed cursor (the read receipt); clamped to the log on restore.
     pub cursor: u64,
+    /// The draft, one entry per append.
     pub draft_segments: Vec<String>,
 }
+
+/// Tentative hand-overs remembered per participant. A driver reports each one quickly; if one
+/// never does, the oldest is taken as lost (and handed over again) rather than kept for ever.
+const MAX_PENDING: usize = 32;
 
 /// One conversation's protocol state.
 #[derive(Debug)]
@@ -81,7 +106,15 @@ pub struct Conversation {
 struct Participant {
     name: ParticipantName,
     kind: ParticipantKind,
+    /// The highest seq provably received: persisted, the read receipt, the push gate's line.
     cursor: u64,
+    /// The highest seq handed over in a result, confirmed or not: where the next result starts.
+    handed: u64,
+    /// Ranges `(after, up_to]` of results that reached the client but were rolled back because
+    /// an earlier result was lost: their messages come again, as repeats ([`Envelope::repeated`]).
+    received_beyond: Vec<(u64, u64)>,
+    /// Tentative hand-overs, oldest first (their `up_to` increase).
+    pending: VecDeque<Handover>,
     draft: Draft,
     typing_until: Option<Millis>,
     /// Whether the last `Composing` event said this participant was composing.
@@ -90,11 +123,28 @@ struct Participant {
     receipts_told: Vec<u64>,
 }
 
+/// A result that handed something over and is not confirmed yet.
+#[derive(Debug)]
+struct Handover {
+    request: RequestId,
+    /// `handed` before this result: where a rollback returns to.
+    before: u64,
+    /// `handed` after it.
+    up_to: u64,
+    /// What the participant had been told of receipts before this result.
+    receipts_before: Vec<u64>,
+    /// Confirmed by the client ([`Confirm::Client`]) rather than the driver.
+    by_client: bool,
+    /// Known to have reached the client; it counts once every earlier one does too.
+    delivered: bool,
+}
+
 #[derive(Debug)]
 struct Waiter {
     request: RequestId,
     participant: usize,
     deadline: Millis,
+    confirm: Confirm,
 }
 
 impl Conversation {
@@ -126,6 +176,7 @@ impl Conversation {
             let index = conversation.add_participant(record.name, record.kind);
             let participant = &mut conversation.participants[index];
             participant.cursor = record.cursor;
+            participant.handed = record.cursor;
             for segment in record.draft_segments {
                 participant.draft.push(segment);
             }
@@ -141,6 +192,13 @@ impl Conversation {
                     .insert((author, client_id.clone()), message.seq);
             }
             conversation.log.push(Arc::new(message));
+        }
+        // A cursor past the end of the log (a store edited by hand, a lost tail) would index
+        // beyond it: nobody can have read what does not exist.
+        let last = conversation.last_seq();
+        for participant in &mut conversation.participants {
+            participant.cursor = participant.cursor.min(last);
+            participant.handed = participant.cursor;
         }
         conversation
     }
@@ -175,6 +233,9 @@ impl Conversation {
             name,
             kind,
             cursor: 0,
+            handed: 0,
+            received_beyond: Vec::new(),
+            pending: VecDeque::new(),
             draft: Draft::default(),
             typing_until: None,
             composing_reported: false,
@@ -213,20 +274,36 @@ impl Conversation {
             .collect()
     }
 
+    /// Who holds a fresh typing lease at `now` (a subset of [`Conversation::composing`]).
+    pub fn typing(&self, now: Millis) -> Vec<ParticipantName> {
+        let now = now.max(self.last_now);
+        self.participants
+            .iter()
+            .filter(|p| p.typing_until.is_some_and(|until| until > now))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// Applies one participant's action. Replies come out of [`Conversation::poll_output`]; a
-    /// `check` with nothing to hand over replies later, from a message or a timeout.
+    /// `check` with nothing to hand over replies later, from a message or a timeout. `confirm`
+    /// says how the client confirms the results it receives; with [`Confirm::Client`] the report
+    /// it carries is applied first, so a push is gated on what the client really received.
     pub fn handle_request(
         &mut self,
         now: Millis,
         request: RequestId,
         who: &ParticipantName,
         action: Action,
+        confirm: Confirm,
     ) {
         let now = self.advance(now);
         let Some(me) = self.index_of(who) else {
-            self.reply(request, Err(ActionError::UnknownParticipant));
+            self.reply(request, Err(ActionError::UnknownParticipant), false);
             return;
         };
+        if let Confirm::Client { received } = confirm {
+            self.client_received(me, received);
+        }
         let kind = action.kind();
         let result = match action {
             Action::Append { text } => self.append(me, text),
@@ -247,7 +324,7 @@ impl Conversation {
                 Ok(ActionResult::Done)
             }
             Action::Check { timeout_ms } => {
-                if self.closing || self.has_unseen(me) {
+                if self.closing || self.has_unhanded(me) {
                     Ok(ActionResult::Check { timed_out: false })
                 } else {
                     let wait_ms = timeout_ms
@@ -257,6 +334,7 @@ impl Conversation {
                         request,
                         participant: me,
                         deadline: now.saturating_add(wait_ms),
+                        confirm,
                     });
                     self.report_composing(now);
                     return;
@@ -265,13 +343,48 @@ impl Conversation {
         };
         match result {
             Ok(result) => {
-                let envelope = self.envelope(now, me, kind, result);
-                self.reply(request, Ok(envelope));
+                if matches!(result, ActionResult::Held { .. }) {
+                    // The push was held for messages the participant has not provably received:
+                    // this result hands over all of them, also those of results still in flight.
+                    self.rollback(me, 0);
+                }
+                let (envelope, confirm) = self.envelope(now, request, me, kind, result, confirm);
+                self.reply(request, Ok(envelope), confirm);
                 self.wake_waiters(now);
             }
-            Err(error) => self.reply(request, Err(error)),
+            Err(error) => self.reply(request, Err(error), false),
         }
         self.report_composing(now);
+    }
+
+    /// The reply to `request` reached the client's transport ([`Output::Reply::confirm`]): what
+    /// it handed over now counts as heard, once every earlier result of the participant does.
+    pub fn handle_delivered(&mut self, now: Millis, request: RequestId) {
+        self.advance(now);
+        let Some((me, index)) = self.find_pending(request) else {
+            return;
+        };
+        let participant = &mut self.participants[me];
+        participant.pending[index].delivered = true;
+        self.settle(me);
+    }
+
+    /// The reply to `request` did not reach the client (its connection dropped, its caller went
+    /// away), or the caller of a waiting `check` is gone. A waiting check is withdrawn, so nothing
+    /// is handed over to nobody; a result already produced is rolled back, so its messages and
+    /// receipts come again in the participant's next result.
+    pub fn handle_lost(&mut self, now: Millis, request: RequestId) {
+        let now = self.advance(now);
+        if let Some(index) = self.waiters.iter().position(|w| w.request == request) {
+            self.waiters.remove(index);
+            self.report_composing(now);
+            return;
+        }
+        let Some((me, index)) = self.find_pending(request) else {
+            return;
+        };
+        self.rollback(me, index);
+        self.wake_waiters(now);
     }
 
     /// Fires what is due at `now`: expired `check` calls and typing leases.
@@ -313,11 +426,6 @@ impl Conversation {
         let waits = self.waiters.iter().map(|w| w.deadline);
         let leases = self.participants.iter().filter_map(|p| p.typing_until);
         waits.chain(leases).min()
-    }
-
-    /// Forgets a waiting `check` whose caller went away, so nothing is handed over to nobody.
-    pub fn cancel_check(&mut self, request: RequestId) {
-        self.waiters.retain(|w| w.request != request);
     }
 
     /// How many `check` calls are waiting.
@@ -458,11 +566,104 @@ impl Conversation {
         Ok(self.publish(now, me, full, client_id))
     }
 
+    /// The client says it has read up to `up_to` (from the event stream): that is a confirmation
+    /// of its own, for everything up to there.
     fn read(&mut self, me: usize, up_to: u64) {
         let up_to = up_to.min(self.last_seq());
-        if up_to > self.participants[me].cursor {
-            self.set_cursor(me, up_to);
+        let participant = &mut self.participants[me];
+        if up_to <= participant.cursor {
+            return;
         }
+        participant.handed = participant.handed.max(up_to);
+        while participant
+            .pending
+            .front()
+            .is_some_and(|h| h.up_to <= up_to)
+        {
+            participant.pending.pop_front();
+        }
+        self.set_cursor(me, up_to);
+        self.settle(me);
+    }
+
+    /// Applies a [`Confirm::Client`] report: the client's own results up to `received` reached
+    /// it; the first of them beyond it, and everything after, did not.
+    fn client_received(&mut self, me: usize, received: u64) {
+        let participant = &mut self.participants[me];
+        let mut lost = None;
+        for (index, handover) in participant.pending.iter_mut().enumerate() {
+            if !handover.by_client {
+                continue;
+            }
+            if handover.up_to <= received {
+                handover.delivered = true;
+            } else {
+                lost = Some(index);
+                break;
+            }
+        }
+        if let Some(index) = lost {
+            self.rollback(me, index);
+        }
+        self.settle(me);
+    }
+
+    fn find_pending(&self, request: RequestId) -> Option<(usize, usize)> {
+        self.participants.iter().enumerate().find_map(|(me, p)| {
+            let index = p.pending.iter().position(|h| h.request == request)?;
+            Some((me, index))
+        })
+    }
+
+    /// Moves the confirmed cursor over every delivered hand-over at the front of the queue (and,
+    /// with nothing pending, up to `handed`: see the module's invariant).
+    fn settle(&mut self, me: usize) {
+        let participant = &mut self.participants[me];
+        let mut cursor = participant.cursor;
+        while let Some(front) = participant.pending.front() {
+            if !front.delivered {
+                break;
+            }
+            cursor = cursor.max(front.up_to);
+            participant.pending.pop_front();
+        }
+        if participant.pending.is_empty() {
+            cursor = cursor.max(participant.handed);
+        }
+        participant
+            .received_beyond
+            .retain(|&(_, up_to)| up_to > cursor);
+        if cursor > participant.cursor {
+            self.set_cursor(me, cursor);
+        }
+    }
+
+    /// Forgets the hand-over at `index` and every later one: their messages and receipts are
+    /// handed over again.
+    fn rollback(&mut self, me: usize, index: usize) {
+        let participant = &mut self.participants[me];
+        let Some(first) = participant.pending.get(index) else {
+            return;
+        };
+        let mut handed = first.before.max(participant.cursor);
+        // The participant's own messages right after it were never news to it.
+        while self
+            .log
+            .get(handed as usize)
+            .is_some_and(|m| m.from == participant.name)
+        {
+            handed += 1;
+        }
+        participant.handed = handed;
+        participant.receipts_told = first.receipts_before.clone();
+        for handover in participant.pending.drain(index..) {
+            if handover.delivered {
+                participant
+                    .received_beyond
+                    .push((handover.before, handover.up_to));
+            }
+        }
+        self.settle(me);
     }
 
     // ---- helpers ------------------------------------------------------------------------------
@@ -476,8 +677,12 @@ impl Conversation {
         self.participants.iter().position(|p| &p.name == name)
     }
 
-    fn reply(&mut self, request: RequestId, reply: Result<Envelope, ActionError>) {
-        self.outputs.push_back(Output::Reply { request, reply });
+    fn reply(&mut self, request: RequestId, reply: Result<Envelope, ActionError>, confirm: bool) {
+        self.outputs.push_back(Output::Reply {
+            request,
+            reply,
+            confirm,
+        });
     }
 
     fn persist(&mut self, effect: Effect) {
@@ -539,12 +744,21 @@ impl Conversation {
         }
     }
 
-    /// Whether a message from someone else lies beyond this participant's cursor.
+    /// Whether a message from someone else lies beyond what this participant provably received:
+    /// the push gate.
     fn has_unseen(&self, me: usize) -> bool {
+        self.others_after(me, self.participants[me].cursor)
+    }
+
+    /// Whether a message from someone else lies beyond what was handed to this participant:
+    /// `check` has something to hand over.
+    fn has_unhanded(&self, me: usize) -> bool {
+        self.others_after(me, self.participants[me].handed)
+    }
+
+    fn others_after(&self, me: usize, seq: u64) -> bool {
         let name = &self.participants[me].name;
-        self.log[self.participants[me].cursor as usize..]
-            .iter()
-            .any(|m| &m.from != name)
+        self.log[seq as usize..].iter().any(|m| &m.from != name)
     }
 
     fn set_cursor(&mut self, me: usize, cursor: u64) {
@@ -562,20 +776,29 @@ impl Conversation {
             })));
     }
 
-    /// Builds the common envelope for `me`, handing over what arrived and moving the cursor.
+    /// Builds the common envelope for `me`, handing over what arrived after `handed`. If it hands
+    /// something over, the hand-over is tentative (see the module docs); the returned flag says
+    /// whether the driver must report the reply's delivery.
     fn envelope(
         &mut self,
         now: Millis,
+        request: RequestId,
         me: usize,
         action: ActionKind,
         result: ActionResult,
-    ) -> Envelope {
-        let cursor = self.participants[me].cursor;
+        confirm: Confirm,
+    ) -> (Envelope, bool) {
+        if self.participants[me].pending.len() >= MAX_PENDING {
+            // A driver that never reported: take the oldest as lost (at least once).
+            self.rollback(me, 0);
+        }
+        let participant = &self.participants[me];
+        let before = participant.handed;
         let mut incoming = Vec::new();
         let mut more_incoming = false;
-        let mut last = cursor;
-        for message in &self.log[cursor as usize..] {
-            if message.from == self.participants[me].name {
+        let mut last = before;
+        for message in &self.log[before as usize..] {
+            if message.from == participant.name {
                 last = message.seq;
                 continue;
             }
@@ -586,9 +809,17 @@ impl Conversation {
             last = message.seq;
             incoming.push(Arc::clone(message));
         }
-        if last > cursor {
-            self.set_cursor(me, last);
-        }
+        let repeated = incoming
+            .iter()
+            .map(|m| m.seq)
+            .filter(|&seq| {
+                participant
+                    .received_beyond
+                    .iter()
+                    .any(|&(after, up_to)| after < seq && seq <= up_to)
+            })
+            .collect();
+        let receipts_before = participant.receipts_told.clone();
         let mut receipts = Vec::new();
         for other in 0..self.participants.len() {
             let read_up_to = self.participants[other].cursor;
@@ -600,6 +831,21 @@ impl Conversation {
                 });
             }
         }
+        let participant = &mut self.participants[me];
+        participant.handed = last;
+        let tentative = !incoming.is_empty() || !receipts.is_empty();
+        if tentative {
+            participant.pending.push_back(Handover {
+                request,
+                before,
+                up_to: last,
+                receipts_before,
+                by_client: matches!(confirm, Confirm::Client { .. }),
+                delivered: false,
+            });
+        }
+        // Nothing tentative (own messages skipped over, say) may settle at once.
+        self.settle(me);
         let composing = self
             .participants
             .iter()
@@ -607,33 +853,43 @@ impl Conversation {
             .filter(|&(index, p)| index != me && p.is_composing(now))
             .map(|(_, p)| p.name.clone())
             .collect();
-        let draft = &self.participants[me].draft;
-        Envelope {
+        let participant = &self.participants[me];
+        let draft = &participant.draft;
+        let envelope = Envelope {
             action,
             result,
             incoming,
             more_incoming,
+            repeated,
             receipts,
             composing,
             draft: DraftSummary {
                 segments: draft.segments(),
                 chars: draft.chars(),
             },
-            cursor: self.participants[me].cursor,
-        }
+            cursor: participant.handed,
+        };
+        (envelope, tentative && confirm == Confirm::Transport)
     }
 
     fn finish_check(&mut self, now: Millis, waiter: Waiter, timed_out: bool) {
         let result = ActionResult::Check { timed_out };
-        let envelope = self.envelope(now, waiter.participant, ActionKind::Check, result);
-        self.reply(waiter.request, Ok(envelope));
+        let (envelope, confirm) = self.envelope(
+            now,
+            waiter.request,
+            waiter.participant,
+            ActionKind::Check,
+            result,
+            waiter.confirm,
+        );
+        self.reply(waiter.request, Ok(envelope), confirm);
     }
 
     /// Answers every waiting `check` whose participant now has something unseen.
     fn wake_waiters(&mut self, now: Millis) {
         let mut index = 0;
         while index < self.waiters.len() {
-            if self.has_unseen(self.waiters[index].participant) {
+            if self.has_unhanded(self.waiters[index].participant) {
                 let waiter = self.waiters.remove(index);
                 self.finish_check(now, waiter, false);
             } else {

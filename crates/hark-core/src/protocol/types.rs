@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::time::Millis;
 
+#[cfg(doc)]
+use super::Conversation;
+
 /// A participant's name: 1–64 characters of ASCII letters, digits, `-`, `_` and `.`.
 ///
 /// Validated once, at the edge; a value of this type cannot hold a bad name.
@@ -180,16 +183,53 @@ impl Action {
     }
 }
 
+/// How a participant's client confirms that a result reached it (SPEC.md section 2: a message
+/// counts as heard only once the participant has provably received a result that carried it).
+///
+/// A result that hands something over (incoming messages, changed receipts) is *tentative* until
+/// it is confirmed; if it is lost instead, its messages and receipts come again in the next
+/// result. See [`Conversation::handle_delivered`] and [`Conversation::handle_lost`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// The driver confirms: it reports with [`Conversation::handle_delivered`] that the result was
+    /// completely handed to the client's transport (an HTTP body written to the connection, a
+    /// value handed to an in-process caller), or with [`Conversation::handle_lost`] that it was
+    /// not (the connection dropped, the caller went away). [`Output::Reply::confirm`] says which
+    /// replies need a report.
+    Transport,
+    /// The client confirms itself, for clients that can lose a result after the transport
+    /// delivered it (a stdio bridge whose MCP client may die): this request reports that the
+    /// client has received every result whose `cursor` was at most `received`. Earlier
+    /// client-confirmed results beyond it were lost and are handed over again. The result of this
+    /// request waits for the next request's report in turn.
+    Client {
+        /// The highest envelope `cursor` the client received.
+        received: u64,
+    },
+}
+
 /// The common envelope every successful action returns (SPEC.md section 2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
+    /// The action that was taken.
     pub action: ActionKind,
+    /// What the action itself did.
     pub result: ActionResult,
+    /// Messages from others handed over by this result, oldest first.
     pub incoming: Vec<Arc<Message>>,
+    /// More messages are waiting beyond `incoming`.
     pub more_incoming: bool,
+    /// The seqs of `incoming` that already reached the participant in an earlier result: they
+    /// come again because a result before that one was lost (results arriving out of order).
+    /// Empty in the common case.
+    pub repeated: Vec<u64>,
+    /// Others' read positions that changed since this participant's previous result.
     pub receipts: Vec<Receipt>,
+    /// Who else is composing now.
     pub composing: Vec<ParticipantName>,
+    /// This participant's draft after the action.
     pub draft: DraftSummary,
+    /// The highest seq handed to this participant (this result included).
     pub cursor: u64,
 }
 
@@ -345,9 +385,17 @@ pub enum Output {
     /// Make this durable. The driver commits every `Persist` of a batch before it releases any
     /// `Reply` or `Event` of that batch, so nobody ever sees a state that a crash could undo.
     Persist(Effect),
+    /// The answer to request `request`.
     Reply {
+        /// The request answered.
         request: RequestId,
+        /// The envelope, or why the action was refused.
         reply: Result<Envelope, ActionError>,
+        /// The reply hands something over under [`Confirm::Transport`]: the driver must report
+        /// whether it reached the client, with [`Conversation::handle_delivered`] or
+        /// [`Conversation::handle_lost`]. Until then its messages do not count as heard.
+        confirm: bool,
     },
+    /// Fan this out to live listeners.
     Event(Event),
 }

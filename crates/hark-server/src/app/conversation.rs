@@ -6,13 +6,16 @@
 //! durable effect of that batch in one store call, and only then publishes events and answers.
 //! So nobody ever sees a message, a cursor or a draft that a crash could take back, and many
 //! pushes share one fsync.
+//!
+//! A reply that hands something over goes out with a [`Ticket`]; the task reads the delivery
+//! reports of its own channel before every request it takes (see `app::delivery`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hark_core::protocol::{
-    Action, ActionError, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
+    Action, ActionError, Confirm, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
     ParticipantName, Receipt, RequestId,
 };
 use hark_store::{NewParticipant, Store, StoreError, StoredConversation};
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::delivery::{Acted, Report, Ticket};
 use super::error::AppError;
 use crate::clock::Clock;
 
@@ -62,17 +66,20 @@ pub struct Description {
     pub composing: Vec<ParticipantName>,
     /// Who is waiting in `check` right now.
     pub checking: Vec<ParticipantName>,
+    /// Who holds a fresh typing lease right now (a subset of `composing`).
+    pub typing: Vec<ParticipantName>,
 }
+
+type ActReply = oneshot::Sender<Result<Acted, ActError>>;
 
 enum Command {
     Act {
         request: RequestId,
         who: ParticipantName,
         action: Action,
-        reply: oneshot::Sender<Result<Envelope, ActError>>,
+        confirm: Confirm,
+        reply: ActReply,
     },
-    /// The caller of a waiting `check` went away: stop waiting on its behalf.
-    Cancel(RequestId),
     AddParticipant {
         participant: NewParticipant,
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -86,33 +93,36 @@ enum Command {
 pub(crate) struct Handle {
     id: Arc<str>,
     commands: mpsc::Sender<Command>,
+    /// Delivery reports, read by the task before every command.
+    reports: mpsc::UnboundedSender<Report>,
     next_request: Arc<AtomicU64>,
 }
 
 impl Handle {
-    /// Applies one action and waits for its result (for `check`, until it returns).
+    /// Applies one action and waits for its result (for `check`, until it returns). A result
+    /// that hands something over comes with a pending [`Ticket`].
     pub(crate) async fn act(
         &self,
         who: ParticipantName,
         action: Action,
-    ) -> Result<Envelope, ActError> {
+        confirm: Confirm,
+    ) -> Result<Acted, ActError> {
         let request = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let (reply, result) = oneshot::channel();
         self.send(Command::Act {
             request,
             who,
             action,
+            confirm,
             reply,
         })
         .await?;
-        // If this future is dropped while waiting (the client went away), tell the task, so a
-        // `check` does not hand messages over to nobody.
-        let guard = CancelOnDrop {
-            commands: &self.commands,
-            request,
-        };
+        // If this future is dropped while waiting (the client went away), report the request
+        // lost, so a waiting `check` is withdrawn and hands nothing over to nobody.
+        let waiting = Ticket::new(self.reports.clone(), request);
         let result = result.await.map_err(|_| ActError::Unavailable)?;
-        std::mem::forget(guard);
+        // Answered: from here on the result's own ticket (if any) speaks for it.
+        waiting.disarm();
         result
     }
 
@@ -152,17 +162,6 @@ impl Handle {
 
     fn is_running(&self) -> bool {
         !self.commands.is_closed()
-    }
-}
-
-struct CancelOnDrop<'a> {
-    commands: &'a mpsc::Sender<Command>,
-    request: RequestId,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.commands.try_send(Command::Cancel(self.request));
     }
 }
 
@@ -228,6 +227,9 @@ impl Registry {
     fn start(&self, stored: StoredConversation) -> Handle {
         let id: Arc<str> = Arc::from(stored.id.as_str());
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        // Unbounded: a report must be queued synchronously, at the instant a result is known
+        // delivered or lost, and never dropped. There is at most one per request.
+        let (reports, report_inbox) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let agents = stored
             .participants
@@ -245,6 +247,8 @@ impl Registry {
             limits: self.limits.clone(),
             events,
             pending: HashMap::new(),
+            reports: reports.clone(),
+            report_inbox,
             shutdown: self.shutdown.clone(),
         };
         let span = tracing::info_span!("conversation", id = %id);
@@ -252,6 +256,7 @@ impl Registry {
         Handle {
             id,
             commands,
+            reports,
             next_request: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -289,7 +294,10 @@ struct Task {
     store: Arc<dyn Store>,
     limits: Limits,
     events: broadcast::Sender<Event>,
-    pending: HashMap<RequestId, oneshot::Sender<Result<Envelope, ActError>>>,
+    pending: HashMap<RequestId, ActReply>,
+    /// Where the tickets this task hands out report to.
+    reports: mpsc::UnboundedSender<Report>,
+    report_inbox: mpsc::UnboundedReceiver<Report>,
     shutdown: CancellationToken,
 }
 
@@ -307,11 +315,19 @@ impl Task {
                     closing = true;
                     self.conversation.handle_shutdown(self.clock.now());
                 }
+                // The task holds a sender itself, so this channel never ends.
+                Some(report) = self.report_inbox.recv() => {
+                    self.report(report);
+                    self.take_reports();
+                }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
                     let mut next = Some(command);
                     let mut taken = 0;
                     while let Some(command) = next.take() {
+                        // Every report queued before this request was sent applies first: a
+                        // client that received a result and then pushes is not held for it.
+                        self.take_reports();
                         if !self.handle(command).await {
                             return;
                         }
@@ -338,16 +354,12 @@ impl Task {
                 request,
                 who,
                 action,
+                confirm,
                 reply,
             } => {
                 self.pending.insert(request, reply);
                 self.conversation
-                    .handle_request(self.clock.now(), request, &who, action);
-                true
-            }
-            Command::Cancel(request) => {
-                self.conversation.cancel_check(request);
-                self.pending.remove(&request);
+                    .handle_request(self.clock.now(), request, &who, action, confirm);
                 true
             }
             Command::AddParticipant { participant, reply } => {
@@ -385,6 +397,7 @@ impl Task {
                     receipts: self.conversation.receipts(),
                     composing: self.conversation.composing(now),
                     checking: self.conversation.checking(),
+                    typing: self.conversation.typing(now),
                 });
                 ok
             }
@@ -395,6 +408,26 @@ impl Task {
                 let _ = reply.send((self.events.subscribe(), self.conversation.last_seq()));
                 ok
             }
+        }
+    }
+
+    /// Applies one delivery report.
+    fn report(&mut self, report: Report) {
+        let now = self.clock.now();
+        match report {
+            Report::Delivered(request) => self.conversation.handle_delivered(now, request),
+            Report::Lost(request) => {
+                self.conversation.handle_lost(now, request);
+                // A withdrawn `check` is never answered: nobody waits for it any more.
+                self.pending.remove(&request);
+            }
+        }
+    }
+
+    /// Applies every report queued so far.
+    fn take_reports(&mut self) {
+        while let Ok(report) = self.report_inbox.try_recv() {
+            self.report(report);
         }
     }
 
@@ -415,7 +448,11 @@ impl Task {
             match output {
                 Output::Persist(effect) => effects.push(effect),
                 Output::Event(event) => events.push(event),
-                Output::Reply { request, reply } => replies.push((request, reply)),
+                Output::Reply {
+                    request,
+                    reply,
+                    confirm,
+                } => replies.push((request, reply, confirm)),
             }
         }
         if !effects.is_empty()
@@ -428,9 +465,19 @@ impl Task {
             // No receivers is fine: nobody is listening right now.
             let _ = self.events.send(event);
         }
-        for (request, reply) in replies {
+        for (request, reply, confirm) in replies {
+            let ticket = if confirm {
+                Ticket::new(self.reports.clone(), request)
+            } else {
+                Ticket::none()
+            };
+            let reply = reply
+                .map(|envelope| Acted { envelope, ticket })
+                .map_err(ActError::Refused);
+            // A caller that is gone drops the reply, and with it the ticket: the result is
+            // reported lost, and its messages come again.
             if let Some(sender) = self.pending.remove(&request) {
-                let _ = sender.send(reply.map_err(ActError::Refused));
+                let _ = sender.send(reply);
             }
         }
         true
@@ -438,8 +485,8 @@ impl Task {
 
     /// Nothing of the failed batch was stored: refuse its replies and every waiting call, and
     /// rebuild the state machine from what the store holds.
-    async fn recover(&mut self, replies: Vec<(RequestId, Result<Envelope, ActionError>)>) -> bool {
-        for (request, _) in replies {
+    async fn recover(&mut self, replies: Vec<Reply>) -> bool {
+        for (request, _, _) in replies {
             if let Some(sender) = self.pending.remove(&request) {
                 let _ = sender.send(Err(ActError::Unavailable));
             }
@@ -462,6 +509,9 @@ impl Task {
         }
     }
 }
+
+/// A reply of the state machine: the request, the result, whether it needs a delivery report.
+type Reply = (RequestId, Result<Envelope, ActionError>, bool);
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {

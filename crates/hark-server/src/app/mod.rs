@@ -6,12 +6,14 @@
 //! encodes the result or the [`AppError`]. Finding or loading a conversation, the token rules,
 //! the limits and the mapping of store and protocol errors happen here and nowhere else.
 //!
-//! Inside: `conversation` (the per-conversation task that owns the state machine), `auth`
+//! Inside: `conversation` (the per-conversation task that owns the state machine), `delivery`
+//! (the tickets by which a front door reports whether a result reached its client), `auth`
 //! (tokens and the proofs of access), `context` (what an agent may reach), `error` and `types`.
 
 mod auth;
 mod context;
 mod conversation;
+mod delivery;
 mod error;
 mod service;
 mod types;
@@ -19,6 +21,7 @@ mod types;
 pub use auth::{Admin, Caller, Participant, Reader};
 pub use context::{AgentContext, AgentLauncher, NoAgents};
 pub use conversation::Description;
+pub use delivery::{Acted, Ticket};
 pub use error::{AppError, ErrorKind};
 pub use service::{
     App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_PARTICIPANTS, MAX_TITLE_CHARS,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hark_core::protocol::{Action, Envelope, Limits, ParticipantName};
+use hark_core::protocol::{Action, Confirm, Envelope, Limits, ParticipantName};
 use hark_store::{NewConversation, NewParticipant, Store, TokenOwner};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +15,7 @@ use super::auth::{
 };
 use super::context::{AgentContext, AgentLauncher, Port};
 use super::conversation::{Description, Handle, Registry};
+use super::delivery::Acted;
 use super::error::{AppError, ErrorKind};
 use super::types::{
     AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
@@ -216,11 +217,30 @@ impl App {
         })
     }
 
-    /// Applies one action of `who` and waits for its result (for `check`, until it returns).
-    /// Dropping the future withdraws a waiting `check`, so nothing is handed over to nobody.
+    /// Applies one action of `who` for a caller in this process, which holds the result as soon
+    /// as it is returned: what it hands over counts as heard at once. Waits for the result (for
+    /// `check`, until it returns); dropping the future withdraws a waiting `check`, so nothing is
+    /// handed over to nobody.
     pub async fn act(&self, who: &Participant, action: Action) -> Result<Envelope, AppError> {
+        Ok(self
+            .act_with(who, action, Confirm::Transport)
+            .await?
+            .delivered())
+    }
+
+    /// Applies one action of `who` for a client across a transport. A result that hands
+    /// something over is tentative: with [`Confirm::Transport`] it comes with a pending ticket,
+    /// which the caller confirms once the result reached the client (or drops, and the result's
+    /// messages come again); with [`Confirm::Client`] the client's own next report decides, and
+    /// the report this request carries is applied before the action.
+    pub async fn act_with(
+        &self,
+        who: &Participant,
+        action: Action,
+        confirm: Confirm,
+    ) -> Result<Acted, AppError> {
         let handle = self.conversation(who.conversation()).await?;
-        Ok(handle.act(who.name().clone(), action).await?)
+        Ok(handle.act(who.name().clone(), action, confirm).await?)
     }
 
     /// Title, participants, last seq, receipts, who composes and who waits in `check`.
@@ -238,7 +258,8 @@ impl App {
     }
 
     /// Messages with `seq > after`, oldest first, at most `limit` (default
-    /// [`HISTORY_DEFAULT_LIMIT`], at most [`HISTORY_MAX_LIMIT`]). Moves no cursor.
+    /// [`HISTORY_DEFAULT_LIMIT`], at most [`HISTORY_MAX_LIMIT`]). Moves no cursor. A `limit`
+    /// of 0 returns no message, and `more` says whether any follow `after`.
     pub async fn history(
         &self,
         who: &Participant,
@@ -247,7 +268,7 @@ impl App {
     ) -> Result<HistoryPage, AppError> {
         let limit = limit
             .unwrap_or(HISTORY_DEFAULT_LIMIT)
-            .clamp(1, HISTORY_MAX_LIMIT);
+            .min(HISTORY_MAX_LIMIT);
         let mut messages = self
             .0
             .store

@@ -11,13 +11,17 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 
+use tokio_util::sync::CancellationToken;
+
+use super::delivery::{Outbox, RequestScope};
 use super::render;
-use super::session::{ParticipantSession, ToolError};
+use super::session::{Answer, Delivery, ParticipantSession, ToolError};
 use crate::tools::{self, ToolCall, ToolCallError, ToolLimits};
 
-/// MCP clients drop a tool call that runs longer than about a minute, so `check` never waits
-/// longer than this over MCP, whatever the server's own `max_check_ms` allows.
-pub const MAX_MCP_CHECK_MS: u64 = 60_000;
+/// MCP clients give up on a tool call after a minute (the TypeScript SDK's default request
+/// timeout is 60 s), so `check` never waits longer than this over MCP, whatever the server's own
+/// `max_check_ms` allows: well under the minute, so the answer arrives before the client quits.
+pub const MAX_MCP_CHECK_MS: u64 = 50_000;
 
 /// The MCP server: the tools over a [`ParticipantSession`].
 ///
@@ -27,6 +31,8 @@ pub const MAX_MCP_CHECK_MS: u64 = 60_000;
 #[derive(Clone)]
 pub struct HarkMcp {
     session: Option<Arc<dyn ParticipantSession>>,
+    /// Over stdio: where answers wait until they are written.
+    outbox: Option<Arc<Outbox>>,
     tools: Arc<[Tool]>,
     instructions: Arc<str>,
 }
@@ -66,14 +72,36 @@ impl HarkMcp {
                     Value::Object(map) => map,
                     _ => serde_json::Map::new(),
                 };
-                Tool::new(t.name, t.description, Arc::new(schema))
+                let mut tool = Tool::new(t.name, t.description, Arc::new(schema));
+                if let Value::Object(output) = t.output_schema {
+                    tool.output_schema = Some(Arc::new(output));
+                }
+                tool
             })
             .collect();
         HarkMcp {
             session,
+            outbox: None,
             tools: tools.into(),
             instructions: tools::instructions(&limits).into(),
         }
+    }
+
+    /// Over stdio: answers are settled by the transport that writes them (see `stdio`).
+    pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Where this call's answer waits until it reached the client.
+    fn sink(&self, ctx: &RequestContext<RoleServer>) -> Sink {
+        if let Some(outbox) = &self.outbox {
+            return Sink::Stdio(Arc::clone(outbox), ctx.id.clone());
+        }
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Arc<RequestScope>>())
+            .map_or(Sink::Direct, |scope| Sink::Http(Arc::clone(scope)))
     }
 
     fn session(
@@ -113,19 +141,28 @@ impl HarkMcp {
                     }
                     other => other,
                 };
-                // rmcp only cancels the context's token when the client cancels the call or
-                // goes away; the future must be dropped for a waiting `check` to be withdrawn
-                // (locally by the service, remotely by closing the HTTP request), or it would
-                // hand messages over to nobody.
+                // rmcp cancels the context's token only when the client cancels the call (or a
+                // stateless request's connection drops); a session's POST may drop while the
+                // call runs on, and a stdio client may die. The sink knows those. The future
+                // must be dropped for a waiting `check` to be withdrawn (locally by the service,
+                // remotely by closing the HTTP request), or it would hand messages over to
+                // nobody.
+                let sink = self.sink(ctx);
+                let gone = sink.gone();
                 let result = tokio::select! {
                     result = session.act(action) => result,
                     () = ctx.ct.cancelled() => Err(ToolError::new(
                         "cancelled",
                         "The call was cancelled before it finished.",
                     )),
+                    () = gone.cancelled() => Err(ToolError::new(
+                        "cancelled",
+                        "The client went away before the call finished.",
+                    )),
                 };
                 match result {
-                    Ok(envelope) => {
+                    Ok(Answer { envelope, delivery }) => {
+                        sink.hold(delivery);
                         success(render::envelope(&envelope, session.participant()), envelope)
                     }
                     Err(error) => failure(&error),
@@ -181,6 +218,35 @@ impl ServerHandler for HarkMcp {
             )),
         };
         Ok(result.into())
+    }
+}
+
+/// Where a call's answer waits for its delivery.
+enum Sink {
+    /// Written by the stdio transport, which settles it by JSON-RPC id.
+    Stdio(Arc<Outbox>, rmcp::model::RequestId),
+    /// Carried by the response body of this `POST /mcp`.
+    Http(Arc<RequestScope>),
+    /// Nobody reports delivery (a handler driven directly): it counts as delivered.
+    Direct,
+}
+
+impl Sink {
+    /// Fires when the client is known to be gone.
+    fn gone(&self) -> CancellationToken {
+        match self {
+            Sink::Stdio(outbox, _) => outbox.closed(),
+            Sink::Http(scope) => scope.gone(),
+            Sink::Direct => CancellationToken::new(),
+        }
+    }
+
+    fn hold(self, delivery: Delivery) {
+        match self {
+            Sink::Stdio(outbox, id) => outbox.hold(id, delivery),
+            Sink::Http(scope) => scope.hold(delivery),
+            Sink::Direct => delivery.delivered(),
+        }
     }
 }
 

@@ -1,10 +1,12 @@
-//! The in-process [`ParticipantSession`]: actions go straight to the service.
+//! The in-process [`ParticipantSession`]: actions go straight to the service. An answer that
+//! hands something over carries the service's delivery ticket, confirmed by whoever carries the
+//! answer to the client (the `/mcp` response body, the stdio writer).
 
 use async_trait::async_trait;
-use hark_core::protocol::Action;
+use hark_core::protocol::{Action, Confirm};
 use serde_json::Value;
 
-use super::session::{ParticipantSession, ToolError};
+use super::session::{Answer, Delivery, ParticipantSession, ToolError};
 use crate::app::{App, Participant};
 use crate::wire::{self, WireEnvelope, WireHistory, WireWhoami};
 
@@ -22,9 +24,19 @@ impl LocalSession {
 
 #[async_trait]
 impl ParticipantSession for LocalSession {
-    async fn act(&self, action: Action) -> Result<Value, ToolError> {
-        let envelope = self.app.act(&self.me, action).await?;
-        Ok(wire::to_value(&WireEnvelope::from(&envelope)))
+    async fn act(&self, action: Action) -> Result<Answer, ToolError> {
+        let acted = self
+            .app
+            .act_with(&self.me, action, Confirm::Transport)
+            .await?;
+        let envelope = wire::to_value(&WireEnvelope::from(&acted.envelope));
+        let ticket = acted.ticket;
+        let delivery = if ticket.is_pending() {
+            Delivery::new(|| ticket.delivered())
+        } else {
+            Delivery::none()
+        };
+        Ok(Answer { envelope, delivery })
     }
 
     async fn history(&self, after: u64, limit: Option<usize>) -> Result<Value, ToolError> {

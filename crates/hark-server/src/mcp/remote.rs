@@ -1,14 +1,23 @@
 //! The remote [`ParticipantSession`]: the HTTP API of a running `hark serve`, called with the
 //! participant's token (`hark mcp --url … --token …`).
+//!
+//! A bridge can lose an answer after the server delivered it (its MCP client died, its stdout
+//! broke), so it confirms its answers itself: every action request carries `Hark-Received: N`,
+//! the cursor of the last envelope it wrote to stdout and flushed (0 for a fresh bridge). The
+//! server counts what that answer handed over as heard, and hands over again whatever came in
+//! an answer after it. Actions go one at a time, each only once the previous answer is written
+//! or known lost, so a report never judges an answer still on its way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hark_core::protocol::Action;
 use serde_json::Value;
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 
-use super::session::{ParticipantSession, ToolError};
+use super::session::{Answer, Delivery, ParticipantSession, ToolError};
 use crate::wire::{self, WireError, WireWhoami};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +31,10 @@ pub struct RemoteSession {
     base: String,
     token: String,
     me: OnceCell<Me>,
+    /// The cursor of the last envelope written to the MCP client: the next `Hark-Received`.
+    received: Arc<AtomicU64>,
+    /// Held from an action's request until its answer is written or lost.
+    turn: Arc<Mutex<()>>,
 }
 
 struct Me {
@@ -59,6 +72,8 @@ impl RemoteSession {
             base,
             token: token.trim().to_owned(),
             me: OnceCell::new(),
+            received: Arc::new(AtomicU64::new(0)),
+            turn: Arc::new(Mutex::new(())),
         })
     }
 
@@ -141,7 +156,7 @@ impl Me {
 
 #[async_trait]
 impl ParticipantSession for RemoteSession {
-    async fn act(&self, action: Action) -> Result<Value, ToolError> {
+    async fn act(&self, action: Action) -> Result<Answer, ToolError> {
         let me = self.me().await?;
         let (kind, body) = wire::encode_action(&action);
         let url = format!(
@@ -150,8 +165,28 @@ impl ParticipantSession for RemoteSession {
             me.conversation,
             kind.as_str()
         );
-        let request = self.client.post(url).bearer_auth(&self.token).json(&body);
-        self.send(request).await
+        // One action at a time: the report this request carries must cover every earlier
+        // answer, written or lost, never one still on its way to the client.
+        let turn = Arc::clone(&self.turn).lock_owned().await;
+        let received = self.received.load(Ordering::SeqCst);
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(&self.token)
+            .header(wire::RECEIVED_HEADER, received)
+            .json(&body);
+        let envelope = self.send(request).await?;
+        let cursor = envelope.get("cursor").and_then(Value::as_u64);
+        let written = Arc::clone(&self.received);
+        // Written: the next request reports it. Dropped unwritten: the next request reports the
+        // older cursor, and the server hands this answer's messages over again.
+        let delivery = Delivery::new(move || {
+            if let Some(cursor) = cursor {
+                written.store(cursor, Ordering::SeqCst);
+            }
+            drop(turn);
+        });
+        Ok(Answer { envelope, delivery })
     }
 
     async fn history(&self, after: u64, limit: Option<usize>) -> Result<Value, ToolError> {

@@ -25,10 +25,16 @@ pub fn envelope(body: &Value, me: Option<&str>) -> String {
     if !e.incoming.is_empty() {
         out.push_str("New since you last looked:\n");
         for m in &e.incoming {
-            push_message(&mut out, m);
+            push_message(&mut out, m, e.repeated.contains(&m.seq));
         }
         if e.more_incoming {
             out.push_str("(More new messages are waiting: call check to read them.)\n");
+        }
+        if e.incoming.iter().any(|m| e.repeated.contains(&m.seq)) {
+            out.push_str(
+                "(Messages marked \"again\" reached you before: an answer that came before \
+                 them was lost, so they are shown once more. Nothing was sent twice.)\n",
+            );
         }
         out.push('\n');
     }
@@ -63,11 +69,17 @@ pub fn history(body: &Value, after: u64) -> String {
         return format!("The server answered: {body}");
     };
     let Some(last) = page.messages.last().map(|m| m.seq) else {
-        return format!("No messages after [{after}].");
+        return if page.more {
+            format!(
+                "Messages follow [{after}]: call history with a limit of 1 or more to read them."
+            )
+        } else {
+            format!("No messages after [{after}].")
+        };
     };
     let mut out = format!("Messages after [{after}], oldest first:\n");
     for m in &page.messages {
-        push_message(&mut out, m);
+        push_message(&mut out, m, false);
     }
     if page.more {
         let _ = write!(
@@ -223,10 +235,11 @@ fn action_line(e: &WireEnvelope) -> String {
     }
 }
 
-fn push_message(out: &mut String, m: &WireMessage) {
+fn push_message(out: &mut String, m: &WireMessage, again: bool) {
     // Continuation lines are indented so a message's lines stay visibly together.
     let text = m.text.replace('\n', "\n    ");
-    let _ = writeln!(out, "[{}] {}: {}", m.seq, m.from, text);
+    let again = if again { " (again)" } else { "" };
+    let _ = writeln!(out, "[{}] {}{again}: {}", m.seq, m.from, text);
 }
 
 fn draft_summary(d: &WireDraft) -> String {
@@ -322,6 +335,24 @@ mod tests {
         assert!(envelope(&body, Some("alice")).contains(
             "Your push was held: more than 2 new messages arrived — read them, then push again"
         ));
+    }
+
+    #[test]
+    fn repeated_messages_say_so() {
+        let mut body = env(
+            "check",
+            json!({"timed_out": false}),
+            json!([{"seq": 1, "from": "bob", "text": "one"}, {"seq": 2, "from": "bob", "text": "two"}]),
+        );
+        body["repeated"] = json!([2]);
+        expect![[r#"
+            New since you last looked:
+            [1] bob: one
+            [2] bob (again): two
+            (Messages marked "again" reached you before: an answer that came before them was lost, so they are shown once more. Nothing was sent twice.)
+
+            Reply with append and push, or call check again to keep listening."#]]
+        .assert_eq(&envelope(&body, Some("alice")));
     }
 
     #[test]

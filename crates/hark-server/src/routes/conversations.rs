@@ -7,8 +7,9 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hark_core::protocol::{ActionKind, ParticipantName};
+use hark_core::protocol::{ActionKind, Confirm, ParticipantName};
 
+use super::delivery::Delivering;
 use super::error::ApiError;
 use super::input::{bearer, read_body};
 use super::state::HttpState;
@@ -153,8 +154,36 @@ pub(super) async fn act(
     )
     .await?;
     let action = wire::decode_action(kind, &body)?;
-    let envelope = state.app.act(&me, action).await?;
-    Ok(Json(wire::WireEnvelope::from(&envelope)).into_response())
+    let confirm = confirm(&headers)?;
+    let acted = state.app.act_with(&me, action, confirm).await?;
+    let response = Json(wire::WireEnvelope::from(&acted.envelope)).into_response();
+    if !acted.ticket.is_pending() {
+        return Ok(response);
+    }
+    // The result counts as heard once hyper took the whole body; if the connection goes first,
+    // the ticket is dropped and the result's messages come again.
+    let ticket = acted.ticket;
+    Ok(response.map(|body| Body::new(Delivering::new(body, Box::new(|| ticket.delivered())))))
+}
+
+/// How the client confirms this request's result: itself, if it sends `Hark-Received` (the
+/// highest envelope cursor it has received), else by the transport delivering the body.
+fn confirm(headers: &HeaderMap) -> Result<Confirm, ApiError> {
+    let Some(value) = headers.get(wire::RECEIVED_HEADER) else {
+        return Ok(Confirm::Transport);
+    };
+    let received = value
+        .to_str()
+        .ok()
+        .and_then(wire::parse_received)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "The {} header must be the highest envelope cursor you received, a whole \
+                 number such as 0.",
+                wire::RECEIVED_HEADER_NAME
+            ))
+        })?;
+    Ok(Confirm::Client { received })
 }
 
 /// Decodes the body of `POST /v1/conversations/{id}/{action}` exactly as the route does: the

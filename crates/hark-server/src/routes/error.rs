@@ -3,7 +3,7 @@
 //! door's own refusals (a body too large or too slow, a bad path) are made here too.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::{AppError, ErrorKind};
@@ -98,6 +98,15 @@ impl From<BadBody> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(WireError::new(self.code, &self.message))).into_response()
+        let mut response =
+            (self.status, Json(WireError::new(self.code, &self.message))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme it wants. Without it, MCP clients take the 401 for
+            // an OAuth-protected server and start a discovery flow instead of reporting it.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }

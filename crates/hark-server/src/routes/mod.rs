@@ -3,9 +3,11 @@
 //!
 //! `router` assembles the routes; `conversations` holds the handlers of `/v1/…`, `sse` the event
 //! stream, `input` the token and body readers, `error` the one mapping from service errors to
-//! status codes, `state` what the handlers share.
+//! status codes, `delivery` the response body that reports whether it reached the client,
+//! `state` what the handlers share.
 
 mod conversations;
+pub(crate) mod delivery;
 pub(crate) mod error;
 mod input;
 mod router;
