@@ -219,3 +219,59 @@ fn a_trace_with_no_turn_to_replay_is_an_error_with_a_sentence() {
     assert!(matches!(err, hark_sim::SimError::NoTurns(_)), "{err:?}");
     assert!(err.to_string().contains("holds no turn to replay"), "{err}");
 }
+
+#[test]
+fn the_sweep_is_deterministic_and_shaped() {
+    let mut a = SimArgs::new(fixture("chat.jsonl"));
+    a.typing_cps = vec![TypingSpeed::Cps(3.0), TypingSpeed::None];
+    a.jobs = Some(1);
+    let single = hark_sim::sweep::sweep(&a, false).unwrap();
+    a.jobs = Some(3);
+    let three = hark_sim::sweep::sweep(&a, false).unwrap();
+    let json = hark_sim::sweep::to_json(&single);
+    assert_eq!(
+        json,
+        hark_sim::sweep::to_json(&three),
+        "whatever the threads"
+    );
+    assert_eq!(
+        hark_sim::sweep::to_table(&single),
+        hark_sim::sweep::to_table(&three)
+    );
+
+    let conditions = json["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 2);
+    assert_eq!(conditions[0]["typing_cps"], 3.0);
+    assert!(conditions[1]["typing_cps"].is_null());
+    for c in conditions {
+        let families = c["families"].as_object().unwrap();
+        let names: Vec<&str> = families.keys().map(String::as_str).collect();
+        assert_eq!(names, ["fixed", "typing+spec", "engine"]);
+        assert_eq!(
+            families["fixed"]["points"].as_array().unwrap().len(),
+            hark_sim::sweep::WINDOWS_MS.len()
+        );
+        assert_eq!(
+            families["engine"]["points"].as_array().unwrap().len(),
+            hark_sim::sweep::PATIENCE_MS.len()
+        );
+        for b in hark_sim::sweep::DEAD_AIR_BUDGETS_MS {
+            let at = &families["engine"]["premature_at_dead_air_ms"][b.to_string()];
+            assert!(at.is_f64() || at.is_null(), "{at}");
+        }
+        assert_eq!(
+            c["default"]["endpoint_patience_ms"],
+            hark_core::turn::TurnConfig::default().endpoint_patience_ms
+        );
+    }
+
+    // The default's point is exactly what `--policy default` measures in that condition.
+    let mut b = SimArgs::new(fixture("chat.jsonl"));
+    b.typing_cps = vec![TypingSpeed::Cps(3.0)];
+    b.policies = vec!["default".into()];
+    let (_, reports) = one(evaluate(&b, false).unwrap());
+    let d = single[0].default;
+    assert_eq!(d.premature, reports[0].premature_rate());
+    assert_eq!(d.p50_ms, reports[0].dead_air(0.5));
+    assert_eq!(d.p90_ms, reports[0].dead_air(0.9));
+}
