@@ -68,6 +68,10 @@ async fn web_chat_in_headless_chromium() {
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser checks failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("ok   a newcomer's statement is answered"),
+        "the newcomer check ran: {stdout}"
+    );
     // The generation whose reply was delivered read the whole burst as one user message.
     let last = stand_in
         .requests()
