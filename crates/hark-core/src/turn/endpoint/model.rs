@@ -112,65 +112,68 @@ impl CompletenessModel {
 /// documentation). The trainer in `hark-sim` uses this very function, so training and inference
 /// cannot drift apart.
 pub fn features(text: &str, attachment: Option<Attachment>, index: u32, mut emit: impl FnMut(u32)) {
-    let lower: String = text.trim().chars().flat_map(char::to_lowercase).collect();
+    // One pass over the lower-cased characters, hashing as it goes: no allocation. A token's
+    // unigram, its bigram with the previous token, and its own prefix for the next bigram are
+    // hashed side by side; the last characters are kept in a ring for the n-grams of the tail.
     emit(Fnv::new(0).finish());
-
-    // Tokens, with a start and an end token, and the pairs of adjacent ones.
-    let mut prev: Option<&str> = Some("<s>");
-    let pair = |prev: Option<&str>, tok: &str, emit: &mut dyn FnMut(u32)| {
-        emit(Fnv::new(1).str(tok).finish());
-        if let Some(p) = prev {
-            emit(Fnv::new(2).str(p).byte(0xff).str(tok).finish());
-        }
-    };
     emit(Fnv::new(1).str("<s>").finish());
+    let mut prev = Fnv::new(2).str("<s>").byte(0xff);
+    let mut word: Option<(Fnv, Fnv, Fnv)> = None;
     let mut words = 0u32;
-    let mut start: Option<usize> = None;
-    for (i, c) in lower.char_indices() {
-        let wordy = c.is_alphanumeric() || c == '\'';
-        if wordy {
-            start.get_or_insert(i);
+    let mut ring = ['\0'; TAIL_CHARS];
+    let mut count = 0usize;
+    for c in text.trim().chars().flat_map(char::to_lowercase) {
+        ring[count % TAIL_CHARS] = c;
+        count += 1;
+        if c.is_alphanumeric() || c == '\'' {
+            let (uni, bi, own) = word.get_or_insert((Fnv::new(1), prev, Fnv::new(2)));
+            *uni = uni.char(c);
+            *bi = bi.char(c);
+            *own = own.char(c);
             continue;
         }
-        if let Some(s) = start.take() {
-            let w = &lower[s..i];
-            pair(prev, w, &mut emit);
-            prev = Some(w);
+        if let Some((uni, bi, own)) = word.take() {
+            emit(uni.finish());
+            emit(bi.finish());
+            prev = own.byte(0xff);
             words += 1;
         }
         if !c.is_whitespace() {
-            let w = &lower[i..i + c.len_utf8()];
-            pair(prev, w, &mut emit);
-            prev = Some(w);
+            emit(Fnv::new(1).char(c).finish());
+            emit(prev.char(c).finish());
+            prev = Fnv::new(2).char(c).byte(0xff);
         }
     }
-    if let Some(s) = start {
-        let w = &lower[s..];
-        pair(prev, w, &mut emit);
-        prev = Some(w);
+    if let Some((uni, bi, own)) = word.take() {
+        emit(uni.finish());
+        emit(bi.finish());
+        prev = own.byte(0xff);
         words += 1;
     }
-    pair(prev, "</s>", &mut emit);
+    emit(Fnv::new(1).str("</s>").finish());
+    emit(prev.str("</s>").finish());
 
     // Character n-grams of the tail, with `^` when the whole bubble fits and `$` at the end.
-    let chars: Vec<char> = lower.chars().collect();
-    let mut tail: Vec<char> = Vec::with_capacity(TAIL_CHARS + 2);
-    if chars.len() <= TAIL_CHARS {
-        tail.push('^');
+    let mut tail = ['\0'; TAIL_CHARS + 2];
+    let mut len = 0;
+    if count <= TAIL_CHARS {
+        tail[0] = '^';
+        len = 1;
     }
-    tail.extend_from_slice(&chars[chars.len().saturating_sub(TAIL_CHARS)..]);
-    tail.push('$');
+    for k in count.saturating_sub(TAIL_CHARS)..count {
+        tail[len] = ring[k % TAIL_CHARS];
+        len += 1;
+    }
+    tail[len] = '$';
+    len += 1;
     for n in 2..=4usize {
-        for gram in tail.windows(n) {
-            let mut h = Fnv::new(1 + n as u8);
-            for &c in gram {
-                h = h.char(c);
-            }
+        for gram in tail[..len].windows(n) {
+            let h = gram.iter().fold(Fnv::new(1 + n as u8), |h, &c| h.char(c));
             emit(h.finish());
         }
     }
 
-    emit(Fnv::new(6).byte((chars.len() / 10).min(8) as u8).finish());
+    emit(Fnv::new(6).byte((count / 10).min(8) as u8).finish());
     emit(Fnv::new(7).byte(words.min(10) as u8).finish());
     emit(Fnv::new(8).byte(index.min(4) as u8).finish());
     if let Some(a) = attachment {
