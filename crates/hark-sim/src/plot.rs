@@ -291,7 +291,7 @@ const SWEEP_PANEL_W: f64 = 330.0;
 const SWEEP_PANEL_H: f64 = 250.0;
 const SWEEP_GAP_X: f64 = 80.0;
 const SWEEP_GAP_Y: f64 = 95.0;
-const SWEEP_X_MAX_S: f64 = 12.0;
+const SWEEP_X_MAX_S: f64 = 16.0;
 
 /// `--sweep --plot`: one panel per condition, premature rate against dead air, with each
 /// family's curve at the median (solid) and at the 90th percentile (dashed), and the default's
@@ -382,9 +382,9 @@ fn sweep_panel(s: &mut String, left: f64, top: f64, panel: &Panel) {
         top - 8.0,
         esc(&panel.title)
     );
-    for i in 0..=6 {
-        let v = SWEEP_X_MAX_S * f64::from(i) / 6.0;
-        let px = left + f64::from(i) / 6.0 * w;
+    for i in 0..=8 {
+        let v = SWEEP_X_MAX_S * f64::from(i) / 8.0;
+        let px = left + f64::from(i) / 8.0 * w;
         let _ = writeln!(
             s,
             r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{bottom}" stroke="#e4e4e4"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{v}</text>"##,
@@ -453,7 +453,8 @@ fn sweep_panel(s: &mut String, left: f64, top: f64, panel: &Panel) {
         let (x90, _) = at(p90, d.premature);
         let _ = writeln!(
             s,
-            r##"<line x1="{x50:.1}" y1="{y:.1}" x2="{x90:.1}" y2="{y:.1}" stroke="#000" stroke-width="0.8"/><circle cx="{x50:.1}" cy="{y:.1}" r="4.5" fill="#000"/><circle cx="{x90:.1}" cy="{y:.1}" r="4" fill="white" stroke="#000"/><text x="{:.1}" y="{:.1}">default {:.1}%</text>"##,
+            // The open p90 circle first, so that the filled p50 dot shows when they coincide.
+            r##"<line x1="{x50:.1}" y1="{y:.1}" x2="{x90:.1}" y2="{y:.1}" stroke="#000" stroke-width="0.8"/><circle cx="{x90:.1}" cy="{y:.1}" r="5" fill="white" stroke="#000"/><circle cx="{x50:.1}" cy="{y:.1}" r="3.5" fill="#000"/><text x="{:.1}" y="{:.1}">default {:.1}%</text>"##,
             x90 + 7.0,
             y - 6.0,
             d.premature * 100.0
