@@ -194,8 +194,9 @@ pub fn run(args: &SimArgs) -> Result<(), SimError> {
         let runs =
             scales * WINDOWS_MS.len() + sweep.len() * (WINDOWS_MS.len() + PATIENCE_MS.len() + 1);
         eprintln!(
-            "swept {} conditions × {} turns ({} policy runs) in {elapsed:.1} s",
+            "swept {} condition{} × {} turns ({} policy runs) in {elapsed:.1} s",
             sweep.len(),
+            if sweep.len() == 1 { "" } else { "s" },
             sweep.first().map_or(0, |c| c.summary.turns),
             runs
         );
