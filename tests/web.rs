@@ -43,7 +43,7 @@ fn ensure_browser_tools(web: &Path, binary: &str, package: &str) {
 }
 
 /// Runs one browser scenario script and asserts that all of its checks passed.
-async fn run_scenario(script: &Path, envs: &[(&str, &std::ffi::OsStr)]) {
+async fn run_scenario(script: &Path, envs: &[(&str, &std::ffi::OsStr)]) -> String {
     let output = tokio::process::Command::new("node")
         .arg(script)
         .env("HARK_BIN", env!("CARGO_BIN_EXE_hark"))
@@ -56,6 +56,7 @@ async fn run_scenario(script: &Path, envs: &[(&str, &std::ffi::OsStr)]) {
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser checks failed:\n{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    stdout.into_owned()
 }
 
 #[tokio::test]
@@ -77,7 +78,7 @@ async fn web_chat_in_headless_chromium() {
     )
     .unwrap();
     let screenshots = root.join("target/web-screenshots");
-    run_scenario(
+    let stdout = run_scenario(
         &web.join("chat.mjs"),
         &[
             ("HARK_CONFIG", config.as_os_str()),
@@ -86,6 +87,10 @@ async fn web_chat_in_headless_chromium() {
         ],
     )
     .await;
+    assert!(
+        stdout.contains("ok   a newcomer's statement is answered"),
+        "the newcomer check ran: {stdout}"
+    );
     // The generation whose reply was delivered read the whole burst as one user message.
     let last = stand_in
         .requests()

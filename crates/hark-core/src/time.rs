@@ -7,8 +7,10 @@
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// The epoch itself: the time of a fresh engine before its first input.
     pub const ZERO: Millis = Millis(0);
 
+    /// `ms` later, or the end of time rather than wrapping (a window of `u64::MAX` means never).
     pub fn saturating_add(self, ms: u64) -> Millis {
         Millis(self.0.saturating_add(ms))
     }

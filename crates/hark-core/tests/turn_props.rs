@@ -188,7 +188,7 @@ struct Scenario {
     crash: Option<(usize, u64)>,
 }
 
-const POLICIES: usize = 10;
+const POLICIES: usize = 11;
 
 fn policy(i: usize) -> TurnConfig {
     let d = TurnConfig::default();
@@ -224,6 +224,12 @@ fn policy(i: usize) -> TurnConfig {
         },
         8 => TurnConfig {
             bargein: false,
+            ..d
+        },
+        // A patient engine: long adaptive windows, up to the hard cap, without the text model.
+        9 => TurnConfig {
+            endpoint_patience_ms: 40_000,
+            completeness_model: false,
             ..d
         },
         _ => TurnConfig {

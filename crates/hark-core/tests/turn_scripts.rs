@@ -4,22 +4,28 @@
 //!
 //! - `config key=value …` before any timed line: `endpoint=fixed:MS|punct|typing:MS|adaptive`,
 //!   `bargein`, `deliver_recheck`, `bargein_recheck`, `speculate`, `control_words`, `learn_rhythm`,
-//!   `use_tempo`, `prompts` (on/off), `model=MS` (endpoint model timeout), `max_spec_restarts=N`,
-//!   `max_bubbles=N`, `typing_cps=N`, `hard_cap=MS`, `manual_delivery` (no automatic
-//!   `BubbleDelivered`).
+//!   `use_tempo`, `prompts`, `text_model` (on/off), `model=MS` (endpoint model timeout),
+//!   `patience=MS` (`endpoint_patience_ms`; `patience=800` pins every adaptive window to the 800ms
+//!   floor, for scripts about other mechanisms), `max_spec_restarts=N`, `max_bubbles=N`,
+//!   `typing_cps=N`, `hard_cap=MS`, `manual_delivery` (no automatic `BubbleDelivered`).
 //! - `t=TIME EVENT`, TIME like `0`, `1.2s`, `800ms`. The harness first fires every timer due up to
 //!   TIME (each at its own deadline, as a driver on a virtual clock would), then applies EVENT:
 //!   - `person: TEXT` (next seq; `[photo]` or `[photo] caption` for an attachment), `typing`,
 //!     `stopped typing`, `agent: TEXT`;
 //!   - `gen E done "TEXT"`, `gen E silent`, `gen E wait MS`, `gen E failed`, `gen E streamed "T"`;
 //!   - `verdict A done`, `verdict A wait MS`; `delivered E #I`;
-//!   - `restart`: the process died; a new engine is restored from the last persisted snapshot and
-//!     the stored log (everything else, including generations in flight, is lost);
+//!   - `restart`: the process died; a new engine is restored from the stored log and the last
+//!     persisted snapshot (everything else, including generations in flight, is lost). As the
+//!     runtime does, the harness reads the answered mark and the last epoch from the log too: each
+//!     stored bubble's client id is its [`TurnId`], parsed back. `restart without snapshot`: the
+//!     saved state is lost as well, and only the log's client ids say what was answered;
 //!   - `show rhythm`, `show snapshot`, `tick` (only fire timers).
 //!
 //! After the last line the harness fires timers for another 60 s. Every `SendBubble` is stored at
-//! once with the next seq and acknowledged with `BubbleDelivered` (unless `manual_delivery`); the
-//! snapshot is persisted after every step, as the runtime does after each delivery.
+//! once with the next seq, its [`TurnId`] as the client id, and acknowledged with
+//! `BubbleDelivered` (unless `manual_delivery`); the snapshot is persisted after every step, as
+//! the runtime does after each delivery. A bubble shows as `send turn-E-I-rR [i/n] "text"`: the
+//! client id the runtime stores it under.
 //!
 //! The trace prints each output with the time it was emitted, and `-- STATE` after a step that
 //! changed the state (sampled once per step, so a step through several states shows the last).
@@ -28,7 +34,7 @@ use expect_test::{Expect, expect};
 use hark_core::time::Millis;
 use hark_core::turn::{
     Attachment, EndpointPolicy, GenerationResult, Input, LogMessage, Output, PersonMessage, Prompt,
-    Role, State, TurnConfig, TurnEngine, TurnSnapshot,
+    Role, State, TurnConfig, TurnEngine, TurnId, TurnSnapshot,
 };
 
 fn check(script: &str, expect: Expect) {
@@ -58,10 +64,10 @@ t=6s   gen 2 done "Sure, I can help with the move."
             3s      start e1 read=2 [U "hi\nare you free saturday"]
             3s      typing on
             3s      -- THINKING
-            4s      send e1 read=2 [1/2] "Hi!" (seq 4)
+            4s      send turn-1-0-r2 [1/2] "Hi!" (seq 4)
             4s      typing on
             4s      -- SPEAKING
-            4.466s  send e1 read=2 [2/2] "Yes, I'm free." (seq 5)
+            4.466s  send turn-1-1-r2 [2/2] "Yes, I'm free." (seq 5)
             4.466s  end e1 Replied
             4.466s  -- COLLECTING
             5.5s    commit e2 read=3
@@ -69,7 +75,7 @@ t=6s   gen 2 done "Sure, I can help with the move."
             5.5s    typing on
             5.5s    -- THINKING
             6s      -- SPEAKING
-            6.533s  send e2 read=3 [1/1] "Sure, I can help with the move." (seq 6)
+            6.533s  send turn-2-0-r3 [1/1] "Sure, I can help with the move." (seq 6)
             6.533s  end e2 Replied
             6.533s  -- IDLE
         "#]],
@@ -78,8 +84,10 @@ t=6s   gen 2 done "Sure, I can help with the move."
 
 #[test]
 fn adaptive_window_from_completeness() {
-    // A question looks complete: 800ms. A trailing comma looks mid-thought: 6s. "hey" is neither:
-    // 2s. Speculation off so that only the windows show.
+    // A question: 800ms, the shortest window. A trailing comma looks mid-thought: never less than
+    // `window_partial_ms`, 6s. "hey" is neither; the decision finds no reason to wait for a
+    // person it knows nothing of (their bubbles mostly end a turn): 800ms too. Speculation off so
+    // that only the windows show.
     check(
         r#"
 config speculate=off use_tempo=off
@@ -96,7 +104,7 @@ t=60s   gen 3 done "Hey!"
             0.8s    start e1 read=1 [U "what time is the game?"]
             0.8s    typing on
             0.8s    -- THINKING
-            2s      send e1 read=1 [1/1] "7pm." (seq 2)
+            2s      send turn-1-0-r1 [1/1] "7pm." (seq 2)
             2s      end e1 Replied
             2s      -- IDLE
             10s     -- COLLECTING
@@ -104,15 +112,15 @@ t=60s   gen 3 done "Hey!"
             16s     start e2 read=3 [U "what time is the game?", A "7pm.", U "so the thing is,"]
             16s     typing on
             16s     -- THINKING
-            30s     send e2 read=3 [1/1] "Go on." (seq 4)
+            30s     send turn-2-0-r3 [1/1] "Go on." (seq 4)
             30s     end e2 Replied
             30s     -- IDLE
             50s     -- COLLECTING
-            52s     commit e3 read=5
-            52s     start e3 read=5 [U "what time is the game?", A "7pm.", U "so the thing is,", A "Go on.", U "hey"]
-            52s     typing on
-            52s     -- THINKING
-            60s     send e3 read=5 [1/1] "Hey!" (seq 6)
+            50.8s   commit e3 read=5
+            50.8s   start e3 read=5 [U "what time is the game?", A "7pm.", U "so the thing is,", A "Go on.", U "hey"]
+            50.8s   typing on
+            50.8s   -- THINKING
+            60s     send turn-3-0-r5 [1/1] "Hey!" (seq 6)
             60s     end e3 Replied
             60s     -- IDLE
         "#]],
@@ -121,13 +129,13 @@ t=60s   gen 3 done "Hey!"
 
 #[test]
 fn typing_gate_with_grace() {
-    // "hey" opens a 2s window; the person starts typing inside it, so the window never fires.
+    // "hey" opens an 800ms window; the person starts typing inside it, so the window never fires.
     // They stop at 5s without sending: the engine waits the 900ms grace, then commits.
     check(
         r#"
 config speculate=off use_tempo=off
 t=0     person: hey
-t=1s    typing
+t=0.5s  typing
 t=3s    typing
 t=5s    stopped typing
 t=6.5s  gen 1 done "Hey, what's up?"
@@ -138,7 +146,7 @@ t=6.5s  gen 1 done "Hey, what's up?"
             5.9s    start e1 read=1 [U "hey"]
             5.9s    typing on
             5.9s    -- THINKING
-            6.5s    send e1 read=1 [1/1] "Hey, what's up?" (seq 2)
+            6.5s    send turn-1-0-r1 [1/1] "Hey, what's up?" (seq 2)
             6.5s    end e1 Replied
             6.5s    -- IDLE
         "#]],
@@ -146,12 +154,37 @@ t=6.5s  gen 1 done "Hey, what's up?"
 }
 
 #[test]
-fn typing_person_pause_rate() {
-    // A person whose client sends typing: the quiet after a bubble only means "done" for someone
-    // who seldom stops to think mid-burst. Here they resume typing at once four times (no pause
-    // learned), so "ok with you." (complete) gets the short window and is committed at 5.8s.
-    // Later they pause 4s before going on: now a pauser, their "bring water." waits for the
-    // burst's hard cap (21s + 10s), while a question is always answered after the short window.
+fn a_newcomers_statement_is_answered_at_the_short_window() {
+    // Someone new types a statement (no question mark) and sends it: nothing says they will go
+    // on (most bubbles end a turn, and this person has not shown otherwise), so the engine commits
+    // after 800ms of quiet. The draft, started with the bubble, is done at 3.2s and its first
+    // bubble goes out at once: 1.2s after the end of typing, not at the 10s hard cap.
+    check(
+        r#"
+t=0      typing
+t=2s     person: i had a really long day at work today
+t=3.2s   gen 1 done "That sounds exhausting. What happened?"
+"#,
+        expect![[r#"
+            2s      start e1 read=1 spec [U "i had a really long day at work today"]
+            2s      -- COLLECTING
+            2.8s    commit e1 read=1
+            2.8s    typing on
+            2.8s    -- THINKING
+            3.2s    send turn-1-0-r1 [1/2] "That sounds exhausting." (seq 2)
+            3.2s    typing on
+            3.2s    -- SPEAKING
+            3.666s  send turn-1-1-r1 [2/2] "What happened?" (seq 3)
+            3.666s  end e1 Replied
+            3.666s  -- IDLE
+        "#]],
+    );
+}
+
+#[test]
+fn a_typing_person_who_resumes_at_once_is_answered_fast() {
+    // A person whose client sends typing starts typing again right after each bubble: the lease
+    // holds the commit, and after their last bubble the quiet means "done" (800ms window).
     check(
         r#"
 config speculate=off use_tempo=off
@@ -164,44 +197,87 @@ t=3s    person: we could go hiking
 t=3s    typing
 t=4s    person: on sunday
 t=4s    typing
-t=5s    person: ok with you.
+t=5s    person: ok with you?
 t=6.5s  gen 1 done "Sure!"
-t=20s   typing
-t=21s   person: also
-t=25s   typing
-t=26s   person: bring water.
-t=32s   gen 2 done "Will do."
-t=40s   typing
-t=41s   person: what time?
-t=42.5s gen 3 done "Nine."
-t=43s   show rhythm
+t=7s    show rhythm
 "#,
         expect![[r#"
             1s      -- COLLECTING
             5.8s    commit e1 read=5
-            5.8s    start e1 read=5 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you."]
+            5.8s    start e1 read=5 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you?"]
             5.8s    typing on
             5.8s    -- THINKING
-            6.5s    send e1 read=5 [1/1] "Sure!" (seq 6)
+            6.5s    send turn-1-0-r5 [1/1] "Sure!" (seq 6)
             6.5s    end e1 Replied
             6.5s    -- IDLE
-            21s     -- COLLECTING
-            31s     commit e2 read=8
-            31s     start e2 read=8 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you.", A "Sure!", U "also\nbring water."]
-            31s     typing on
-            31s     -- THINKING
-            32s     send e2 read=8 [1/1] "Will do." (seq 9)
-            32s     end e2 Replied
-            32s     -- IDLE
-            41s     -- COLLECTING
-            41.8s   commit e3 read=10
-            41.8s   start e3 read=10 [U "so\ni was thinking\nwe could go hiking\non sunday\nok with you.", A "Sure!", U "also\nbring water.", A "Will do.", U "what time?"]
-            41.8s   typing on
-            41.8s   -- THINKING
-            42.5s   send e3 read=10 [1/1] "Nine." (seq 11)
-            42.5s   end e3 Replied
-            42.5s   -- IDLE
-            43s     rhythm: typical gap 209ms (sd 1.48, n=5), typical reply 10392ms (n=2), pauses 0.20, typing starts 8
+            7s      rhythm: typical gap - (sd 0.00, n=4), typical reply - (n=0), pauses 0.00, typing starts 5
+        "#]],
+    );
+}
+
+#[test]
+fn a_person_who_pauses_mid_burst_gets_longer_windows_once_they_have() {
+    // Each burst: a bubble, three seconds of quiet (thinking, not typing), then a question. At
+    // first the engine knows nothing of this person and commits 800ms after the first bubble;
+    // they type on, the reply is held and their question supersedes it (a wasted generation; had
+    // the model been faster, a premature reply). It learns the pause: from the next burst on,
+    // after a first bubble it waits its patience (3.6s), longer than their pause, and one
+    // generation reads the whole burst. Their questions still get the short window.
+    check(
+        r#"
+config speculate=off use_tempo=off
+t=0      typing
+t=1s     person: so i talked to my boss
+t=4s     typing
+t=5s     person: can i take friday off?
+t=6.5s   gen 2 done "Sure, enjoy it."
+t=30s    typing
+t=31s    person: the trip is booked
+t=34s    typing
+t=35s    person: should i pack a tent?
+t=36.5s  gen 3 done "Yes, take the tent."
+t=60s    typing
+t=61s    person: i bought the tent
+t=64s    typing
+t=65s    person: is it too heavy?
+t=66.5s  gen 4 done "It looks light enough."
+t=67s    show rhythm
+"#,
+        expect![[r#"
+            1s      -- COLLECTING
+            1.8s    commit e1 read=1
+            1.8s    start e1 read=1 [U "so i talked to my boss"]
+            1.8s    typing on
+            1.8s    -- THINKING
+            5s      abort e1
+            5s      typing off
+            5s      end e1 Superseded
+            5s      -- COLLECTING
+            5.8s    commit e2 read=2
+            5.8s    start e2 read=2 [U "so i talked to my boss\ncan i take friday off?"]
+            5.8s    typing on
+            5.8s    -- THINKING
+            6.5s    send turn-2-0-r2 [1/1] "Sure, enjoy it." (seq 3)
+            6.5s    end e2 Replied
+            6.5s    -- IDLE
+            31s     -- COLLECTING
+            35.8s   commit e3 read=5
+            35.8s   start e3 read=5 [U "so i talked to my boss\ncan i take friday off?", A "Sure, enjoy it.", U "the trip is booked\nshould i pack a tent?"]
+            35.8s   typing on
+            35.8s   -- THINKING
+            36.5s   send turn-3-0-r5 [1/1] "Yes, take the tent." (seq 6)
+            36.5s   end e3 Replied
+            36.5s   -- IDLE
+            61s     -- COLLECTING
+            65.8s   commit e4 read=8
+            65.8s   start e4 read=8 [U "so i talked to my boss\ncan i take friday off?", A "Sure, enjoy it.", U "the trip is booked\nshould i pack a tent?", A "Yes, take the tent.", U "i bought the tent\nis it too heavy?"]
+            65.8s   typing on
+            65.8s   -- THINKING
+            66.5s   -- SPEAKING
+            66.533s send turn-4-0-r8 [1/1] "It looks light enough." (seq 9)
+            66.533s end e4 Replied
+            66.533s -- IDLE
+            67s     rhythm: typical gap 3000ms (sd 0.00, n=3), typical reply 23500ms (n=2), pauses 1.00, typing starts 6
         "#]],
     );
 }
@@ -224,7 +300,7 @@ t=10s   gen 1 done "Hey!"
             9.4s    start e1 read=1 [U "hey"]
             9.4s    typing on
             9.4s    -- THINKING
-            10s     send e1 read=1 [1/1] "Hey!" (seq 2)
+            10s     send turn-1-0-r1 [1/1] "Hey!" (seq 2)
             10s     end e1 Replied
             10s     -- IDLE
         "#]],
@@ -253,7 +329,7 @@ t=13s   stopped typing
             10s     typing on
             10s     -- THINKING
             11s     -- SPEAKING
-            13.9s   send e1 read=3 [1/1] "The lake sounds great." (seq 4)
+            13.9s   send turn-1-0-r3 [1/1] "The lake sounds great." (seq 4)
             13.9s   end e1 Replied
             13.9s   -- IDLE
         "#]],
@@ -261,163 +337,54 @@ t=13s   stopped typing
 }
 
 #[test]
-fn per_person_rhythm() {
-    // A quick texter. A lone neutral bubble first waits the 2s default. After a burst with 1s
-    // gaps the person's rhythm holds 3 gaps and is trusted: a neutral bubble now waits the 75th
-    // percentile of their gaps, about 1.2s, at the end of that burst and for a lone bubble later
-    // (the learned spread is 0, floored at 0.25 in log space). The learned rhythm is a plain
-    // struct the runtime persists.
+fn per_person_rhythm_without_typing() {
+    // No typing leases: the gaps between bubbles are all the engine sees. "hi" looks like the end
+    // of a turn, as a newcomer's bubbles mostly are: 800ms. This person then sends bursts with
+    // two seconds between bubbles. Without typing a two-second quiet says little, so after a
+    // bubble that seldom ends a turn ("so" trails off: at least 6s; "i was thinking", "maybe a
+    // hike") the engine waits its patience, 3.6s: longer than their gaps, so every burst is read
+    // whole, and each reply comes 3.6s after its last bubble. The rhythm shows the learned pauses.
     check(
         r#"
 config speculate=off use_tempo=off prompts=off
-t=0      person: hey there
+t=0      person: hi
 t=3s     gen 1 done "Hi!"
-t=30s    person: so listen
-t=31s    person: tonight
-t=32s    person: pizza at mine
-t=33s    person: around 8
-t=36s    gen 2 done "Sure."
-t=60s    person: bring drinks
-t=60s    show rhythm
-t=70s    gen 3 done "Will do."
+t=30s    person: so
+t=32s    person: i was thinking
+t=34s    person: about the weekend
+t=40s    gen 2 done "Tell me."
+t=60s    person: maybe a hike
+t=62s    person: or a movie
+t=64s    person: not sure
+t=70s    gen 3 done "Both sound good."
+t=101s   show rhythm
 "#,
         expect![[r#"
             0s      -- COLLECTING
-            2s      commit e1 read=1
-            2s      start e1 read=1 []
-            2s      typing on
-            2s      -- THINKING
-            3s      send e1 read=1 [1/1] "Hi!" (seq 2)
+            0.8s    commit e1 read=1
+            0.8s    start e1 read=1 []
+            0.8s    typing on
+            0.8s    -- THINKING
+            3s      send turn-1-0-r1 [1/1] "Hi!" (seq 2)
             3s      end e1 Replied
             3s      -- IDLE
             30s     -- COLLECTING
-            34.184s commit e2 read=6
-            34.184s start e2 read=6 []
-            34.184s typing on
-            34.184s -- THINKING
-            36s     send e2 read=6 [1/1] "Sure." (seq 7)
-            36s     end e2 Replied
-            36s     -- IDLE
+            37.6s   commit e2 read=5
+            37.6s   start e2 read=5 []
+            37.6s   typing on
+            37.6s   -- THINKING
+            40s     send turn-2-0-r5 [1/1] "Tell me." (seq 6)
+            40s     end e2 Replied
+            40s     -- IDLE
             60s     -- COLLECTING
-            60s     rhythm: typical gap 1000ms (sd 0.00, n=3), typical reply 25456ms (n=2)
-            61.184s commit e3 read=8
-            61.184s start e3 read=8 []
-            61.184s typing on
-            61.184s -- THINKING
-            70s     send e3 read=8 [1/1] "Will do." (seq 9)
+            67.6s   commit e3 read=9
+            67.6s   start e3 read=9 []
+            67.6s   typing on
+            67.6s   -- THINKING
+            70s     send turn-3-0-r9 [1/1] "Both sound good." (seq 10)
             70s     end e3 Replied
             70s     -- IDLE
-        "#]],
-    );
-}
-
-#[test]
-fn tempo_fast_back_and_forth() {
-    // The person answers each bubble within 2s. After three such replies the tempo factor is at
-    // its floor (0.75): a complete-looking bubble waits 600ms instead of 800ms.
-    check(
-        r#"
-config speculate=off learn_rhythm=off prompts=off typing_cps=1000
-t=0      person: hi!
-t=1s     gen 1 done "Hi!"
-t=3s     person: how are you?
-t=4s     gen 2 done "Good, you?"
-t=6s     person: great!
-t=7s     gen 3 done "Nice."
-t=9s     person: ok, so what's the plan?
-t=10s    show rhythm
-t=10s    gen 4 done "Lunch."
-"#,
-        expect![[r#"
-            0s      -- COLLECTING
-            0.8s    commit e1 read=1
-            0.8s    start e1 read=1 []
-            0.8s    typing on
-            0.8s    -- THINKING
-            1s      -- SPEAKING
-            1.2s    send e1 read=1 [1/1] "Hi!" (seq 2)
-            1.2s    end e1 Replied
-            1.2s    -- IDLE
-            3s      -- COLLECTING
-            3.8s    commit e2 read=3
-            3.8s    start e2 read=3 []
-            3.8s    typing on
-            3.8s    -- THINKING
-            4s      -- SPEAKING
-            4.2s    send e2 read=3 [1/1] "Good, you?" (seq 4)
-            4.2s    end e2 Replied
-            4.2s    -- IDLE
-            6s      -- COLLECTING
-            6.8s    commit e3 read=5
-            6.8s    start e3 read=5 []
-            6.8s    typing on
-            6.8s    -- THINKING
-            7s      -- SPEAKING
-            7.2s    send e3 read=5 [1/1] "Nice." (seq 6)
-            7.2s    end e3 Replied
-            7.2s    -- IDLE
-            9s      -- COLLECTING
-            9.6s    commit e4 read=7
-            9.6s    start e4 read=7 []
-            9.6s    typing on
-            9.6s    -- THINKING
-            10s     rhythm: typical gap - (sd 0.00, n=0), typical reply 1800ms (n=3)
-            10s     send e4 read=7 [1/1] "Lunch." (seq 8)
-            10s     end e4 Replied
-            10s     -- IDLE
-        "#]],
-    );
-}
-
-#[test]
-fn tempo_cold_chat() {
-    // The person answers after minutes. The factor caps at 1.5: a neutral bubble waits 3s.
-    check(
-        r#"
-config speculate=off learn_rhythm=off prompts=off typing_cps=1000
-t=0      person: hi!
-t=1s     gen 1 done "Hi!"
-t=200s   person: sorry was out!
-t=201s   gen 2 done "No worries."
-t=400s   person: ok back again.
-t=401s   gen 3 done "Welcome back."
-t=700s   person: so about saturday
-t=700s   show rhythm
-"#,
-        expect![[r#"
-            0s      -- COLLECTING
-            0.8s    commit e1 read=1
-            0.8s    start e1 read=1 []
-            0.8s    typing on
-            0.8s    -- THINKING
-            1s      -- SPEAKING
-            1.2s    send e1 read=1 [1/1] "Hi!" (seq 2)
-            1.2s    end e1 Replied
-            1.2s    -- IDLE
-            200s    -- COLLECTING
-            200.8s  commit e2 read=3
-            200.8s  start e2 read=3 []
-            200.8s  typing on
-            200.8s  -- THINKING
-            201s    -- SPEAKING
-            201.2s  send e2 read=3 [1/1] "No worries." (seq 4)
-            201.2s  end e2 Replied
-            201.2s  -- IDLE
-            400s    -- COLLECTING
-            400.8s  commit e3 read=5
-            400.8s  start e3 read=5 []
-            400.8s  typing on
-            400.8s  -- THINKING
-            401s    -- SPEAKING
-            401.2s  send e3 read=5 [1/1] "Welcome back." (seq 6)
-            401.2s  end e3 Replied
-            401.2s  -- IDLE
-            700s    -- COLLECTING
-            700s    rhythm: typical gap - (sd 0.00, n=0), typical reply 227722ms (n=3)
-            703s    commit e4 read=7
-            703s    start e4 read=7 []
-            703s    typing on
-            703s    -- THINKING
+            101s    rhythm: typical gap 2000ms (sd 0.00, n=4), typical reply 23238ms (n=2)
         "#]],
     );
 }
@@ -437,7 +404,7 @@ t=0.5s   gen 1 done "Sunny, 24 degrees."
             0.8s    commit e1 read=1
             0.8s    typing on
             0.8s    -- SPEAKING
-            1.2s    send e1 read=1 [1/1] "Sunny, 24 degrees." (seq 2)
+            1.2s    send turn-1-0-r1 [1/1] "Sunny, 24 degrees." (seq 2)
             1.2s    end e1 Replied
             1.2s    -- IDLE
         "#]],
@@ -452,7 +419,7 @@ fn speculation_miss() {
     check(
         r#"
 t=0      person: hey
-t=1s     person: so
+t=0.5s   person: so
 t=1.2s   gen 1 done "Hey there!"
 t=3s     person: can you help me move on saturday?
 t=4.5s   gen 3 done "Of course! What time?"
@@ -460,17 +427,17 @@ t=4.5s   gen 3 done "Of course! What time?"
         expect![[r#"
             0s      start e1 read=1 spec [U "hey"]
             0s      -- COLLECTING
-            1s      abort e1
-            1s      start e2 read=2 spec [U "hey\nso"]
+            0.5s    abort e1
+            0.5s    start e2 read=2 spec [U "hey\nso"]
             3s      abort e2
             3s      start e3 read=3 spec [U "hey\nso\ncan you help me move on saturday?"]
             3.8s    commit e3 read=3
             3.8s    typing on
             3.8s    -- THINKING
-            4.5s    send e3 read=3 [1/2] "Of course!" (seq 4)
+            4.5s    send turn-3-0-r3 [1/2] "Of course!" (seq 4)
             4.5s    typing on
             4.5s    -- SPEAKING
-            4.9s    send e3 read=3 [2/2] "What time?" (seq 5)
+            4.9s    send turn-3-1-r3 [2/2] "What time?" (seq 5)
             4.9s    end e3 Replied
             4.9s    -- IDLE
         "#]],
@@ -503,7 +470,7 @@ t=3s     gen 4 done "Tomorrow works."
             2s      start e4 read=5 []
             2s      typing on
             2s      -- THINKING
-            3s      send e4 read=5 [1/1] "Tomorrow works." (seq 6)
+            3s      send turn-4-0-r5 [1/1] "Tomorrow works." (seq 6)
             3s      end e4 Replied
             3s      -- IDLE
         "#]],
@@ -514,10 +481,10 @@ t=3s     gen 4 done "Tomorrow works."
 fn bargein_while_thinking() {
     // A bubble while the generation runs aborts it, ends its epoch as superseded and folds the
     // bubble into the burst; the next generation reads both. The aborted epoch's late result is
-    // dropped.
+    // dropped. (patience=800: every window is 800ms, so only the barge-in shows.)
     check(
         r#"
-config speculate=off
+config speculate=off patience=800
 t=0      person: what should i cook tonight?
 t=1.5s   person: something vegetarian!
 t=2s     gen 1 done "How about steak?"
@@ -537,7 +504,7 @@ t=3s     gen 2 done "A mushroom risotto."
             2.3s    start e2 read=2 [U "what should i cook tonight?\nsomething vegetarian!"]
             2.3s    typing on
             2.3s    -- THINKING
-            3s      send e2 read=2 [1/1] "A mushroom risotto." (seq 3)
+            3s      send turn-2-0-r2 [1/1] "A mushroom risotto." (seq 3)
             3s      end e2 Replied
             3s      -- IDLE
         "#]],
@@ -552,7 +519,7 @@ fn recheck_while_speaking() {
     // duplicate of a bubble of the same turn.
     check(
         r#"
-config speculate=off
+config speculate=off patience=800
 t=0      person: any plans for the weekend?
 t=1s     gen 1 done "Not yet. Maybe a hike. Want to join?"
 t=1.4s   person: hiking is not my thing
@@ -565,19 +532,18 @@ t=4s     gen 2 done "Not yet. How about a movie instead?"
             0.8s    typing on
             0.8s    -- THINKING
             1s      -- SPEAKING
-            1.2s    send e1 read=1 [1/3] "Not yet." (seq 2)
+            1.2s    send turn-1-0-r1 [1/3] "Not yet." (seq 2)
             1.2s    typing on
             1.4s    typing off
             1.4s    end e1 Replied
             1.4s    -- COLLECTING
-            3.4s    commit e2 read=3
-            3.4s    start e2 read=3 [U "any plans for the weekend?", A "Not yet.", U "hiking is not my thing"]
-            3.4s    typing on
-            3.4s    -- THINKING
-            4s      -- SPEAKING
-            4.266s  send e2 read=3 [1/1] "How about a movie instead?" (seq 4)
-            4.266s  end e2 Replied
-            4.266s  -- IDLE
+            2.2s    commit e2 read=3
+            2.2s    start e2 read=3 [U "any plans for the weekend?", A "Not yet.", U "hiking is not my thing"]
+            2.2s    typing on
+            2.2s    -- THINKING
+            4s      send turn-2-0-r3 [1/1] "How about a movie instead?" (seq 4)
+            4s      end e2 Replied
+            4s      -- IDLE
         "#]],
     );
 }
@@ -585,7 +551,8 @@ t=4s     gen 2 done "Not yet. How about a movie instead?"
 #[test]
 fn stale_epoch_dropped() {
     // Results, failures and deltas of epochs that are not in flight are ignored: the speculative
-    // e1 (aborted), an epoch never issued, and e2 again after it finished.
+    // e1 (aborted), an epoch never issued, and e2 again after it finished. ("quick question:"
+    // trails off: 6s.)
     check(
         r#"
 t=0      person: hi
@@ -602,12 +569,12 @@ t=1.1s   gen 2 done "Sure, ask away twice."
             0s      -- COLLECTING
             0.5s    abort e1
             0.5s    start e2 read=2 spec [U "hi\nquick question:"]
-            2.5s    commit e2 read=2
-            2.5s    typing on
-            2.5s    -- SPEAKING
-            2.9s    send e2 read=2 [1/1] "Sure, ask away." (seq 3)
-            2.9s    end e2 Replied
-            2.9s    -- IDLE
+            6.5s    commit e2 read=2
+            6.5s    typing on
+            6.5s    -- SPEAKING
+            6.9s    send turn-2-0-r2 [1/1] "Sure, ask away." (seq 3)
+            6.9s    end e2 Replied
+            6.9s    -- IDLE
         "#]],
     );
 }
@@ -639,10 +606,10 @@ t=2s     gen 1 silent
 fn wait_for_more() {
     // The model asks to wait 4s. Nothing comes: the engine generates again without the tool
     // (a speculative draft starts at once and is used at the deadline). Later the model waits
-    // again and the person does go on: the window follows the new bubble.
+    // again and the person does go on: the window follows the new bubble. (patience=800.)
     check(
         r#"
-config use_tempo=off
+config use_tempo=off patience=800
 t=0      person: i need to tell you something.
 t=0.5s   gen 1 wait 4000
 t=1s     gen 2 done "I'm listening."
@@ -663,7 +630,7 @@ t=24s    gen 5 done "Congratulations!!"
             4.8s    commit e2 read=1
             4.8s    typing on
             4.8s    -- SPEAKING
-            5.2s    send e2 read=1 [1/1] "I'm listening." (seq 2)
+            5.2s    send turn-2-0-r1 [1/1] "I'm listening." (seq 2)
             5.2s    end e2 Replied
             5.2s    -- IDLE
             20s     start e3 read=3 spec [U "i need to tell you something.", A "I'm listening.", U "guess what."]
@@ -679,7 +646,7 @@ t=24s    gen 5 done "Congratulations!!"
             23.8s   typing on
             23.8s   -- THINKING
             24s     -- SPEAKING
-            24.2s   send e5 read=4 [1/1] "Congratulations!!" (seq 5)
+            24.2s   send turn-5-0-r4 [1/1] "Congratulations!!" (seq 5)
             24.2s   end e5 Replied
             24.2s   -- IDLE
         "#]],
@@ -689,10 +656,10 @@ t=24s    gen 5 done "Congratulations!!"
 #[test]
 fn caption_after_photo() {
     // A bare photo looks partial (6s window). Its caption arrives at 2s and completes it: the
-    // window is the 800ms of a complete bubble.
+    // window is the 800ms of a complete bubble. (patience=800.)
     check(
         r#"
-config speculate=off use_tempo=off
+config speculate=off use_tempo=off patience=800
 t=0      person: [photo]
 t=2s     person: my new kitchen
 t=3s     gen 1 done "Wow, it looks great!"
@@ -706,7 +673,7 @@ t=30s    gen 2 done "Nice shot."
             2.8s    typing on
             2.8s    -- THINKING
             3s      -- SPEAKING
-            3.466s  send e1 read=2 [1/1] "Wow, it looks great!" (seq 3)
+            3.466s  send turn-1-0-r2 [1/1] "Wow, it looks great!" (seq 3)
             3.466s  end e1 Replied
             3.466s  -- IDLE
             20s     -- COLLECTING
@@ -714,7 +681,7 @@ t=30s    gen 2 done "Nice shot."
             26s     start e2 read=4 [U "[photo]\nmy new kitchen", A "Wow, it looks great!", U "[photo]"]
             26s     typing on
             26s     -- THINKING
-            30s     send e2 read=4 [1/1] "Nice shot." (seq 5)
+            30s     send turn-2-0-r4 [1/1] "Nice shot." (seq 5)
             30s     end e2 Replied
             30s     -- IDLE
         "#]],
@@ -744,16 +711,57 @@ t=10s    restart
             1.3s    start e1 read=2 [U "hi\ncan you remind me what we said about the trip?"]
             1.3s    typing on
             1.3s    -- THINKING
-            3s      restart from answered_up_to=0 epoch=1 and 2 logged messages
+            3s      restart from answered_up_to=0 epoch=1 (the log's client ids say 0 and 0) and 2 logged messages
             3s      commit e2 read=2
             3s      start e2 read=2 [U "hi\ncan you remind me what we said about the trip?"]
             3s      typing on
             3s      -- THINKING
-            4s      send e2 read=2 [1/1] "We said Lisbon in May." (seq 3)
+            4s      send turn-2-0-r2 [1/1] "We said Lisbon in May." (seq 3)
             4s      end e2 Replied
             4s      -- IDLE
             10s     snapshot: answered_up_to=2 epoch=2
-            10s     restart from answered_up_to=2 epoch=2 and 3 logged messages
+            10s     restart from answered_up_to=2 epoch=2 (the log's client ids say 2 and 2) and 3 logged messages
+        "#]],
+    );
+}
+
+#[test]
+fn restart_reads_what_was_answered_from_the_bubbles_client_ids() {
+    // A two-bubble reply is stored (client ids turn-1-0-r2 and turn-1-1-r2), then the process
+    // dies and its saved state is lost too. The log alone says that everything up to seq 2 was
+    // answered by epoch 1: the restored engine answers nothing again, continues at epoch 2, and
+    // answers only what came after.
+    check(
+        r#"
+config speculate=off patience=800
+t=0      person: hi
+t=0.5s   person: what time is it?
+t=2s     gen 1 done "Hi! It is noon."
+t=5s     restart without snapshot
+t=6s     person: thanks!
+t=8s     gen 2 done "You are welcome."
+"#,
+        expect![[r#"
+            0s      -- COLLECTING
+            1.3s    commit e1 read=2
+            1.3s    start e1 read=2 [U "hi\nwhat time is it?"]
+            1.3s    typing on
+            1.3s    -- THINKING
+            2s      send turn-1-0-r2 [1/2] "Hi!" (seq 3)
+            2s      typing on
+            2s      -- SPEAKING
+            2.4s    send turn-1-1-r2 [2/2] "It is noon." (seq 4)
+            2.4s    end e1 Replied
+            2.4s    -- IDLE
+            5s      restart from answered_up_to=2 epoch=1 (the log's client ids say 2 and 1) and 4 logged messages
+            6s      -- COLLECTING
+            6.8s    commit e2 read=5
+            6.8s    start e2 read=5 [U "hi\nwhat time is it?", A "Hi!\nIt is noon.", U "thanks!"]
+            6.8s    typing on
+            6.8s    -- THINKING
+            8s      send turn-2-0-r5 [1/1] "You are welcome." (seq 6)
+            8s      end e2 Replied
+            8s      -- IDLE
         "#]],
     );
 }
@@ -781,7 +789,7 @@ t=32.5s  gen 2 done "Yes, 5 works."
             32.8s   commit e2 read=3
             32.8s   typing on
             32.8s   -- SPEAKING
-            33.2s   send e2 read=3 [1/1] "Yes, 5 works." (seq 4)
+            33.2s   send turn-2-0-r3 [1/1] "Yes, 5 works." (seq 4)
             33.2s   end e2 Replied
             33.2s   -- IDLE
         "#]],
@@ -792,10 +800,10 @@ t=32.5s  gen 2 done "Yes, 5 works."
 fn stop_word() {
     // "stop" cancels whatever is in progress: here the delivery of a three-bubble reply after its
     // first bubble. The stop itself is committed and ended silent. A later "nvm" out of the blue
-    // is closed silently too.
+    // is closed silently too. (patience=800: the story request is answered after 800ms.)
     check(
         r#"
-config speculate=off
+config speculate=off patience=800
 t=0      person: tell me a story.
 t=1s     gen 1 done "Once upon a time. There was a cat. The end."
 t=1.5s   person: stop
@@ -808,7 +816,7 @@ t=3s     person: nvm
             0.8s    typing on
             0.8s    -- THINKING
             1s      -- SPEAKING
-            1.366s  send e1 read=1 [1/3] "Once upon a time." (seq 2)
+            1.366s  send turn-1-0-r1 [1/3] "Once upon a time." (seq 2)
             1.366s  typing on
             1.5s    typing off
             1.5s    end e1 Replied
@@ -845,7 +853,7 @@ t=22s    gen 3 done "Really."
             0.1s    start e1 read=1 []
             0.1s    typing on
             0.1s    -- THINKING
-            1s      send e1 read=1 [1/1] "So?" (seq 2)
+            1s      send turn-1-0-r1 [1/1] "So?" (seq 2)
             1s      end e1 Replied
             1s      -- IDLE
             10s     ask #2 read=3
@@ -854,7 +862,7 @@ t=22s    gen 3 done "Really."
             13.2s   start e2 read=3 []
             13.2s   typing on
             13.2s   -- THINKING
-            14s     send e2 read=3 [1/1] "I think yes." (seq 4)
+            14s     send turn-2-0-r3 [1/1] "I think yes." (seq 4)
             14s     end e2 Replied
             14s     -- IDLE
             20s     ask #3 read=5
@@ -863,7 +871,7 @@ t=22s    gen 3 done "Really."
             20.8s   start e3 read=5 []
             20.8s   typing on
             20.8s   -- THINKING
-            22s     send e3 read=5 [1/1] "Really." (seq 6)
+            22s     send turn-3-0-r5 [1/1] "Really." (seq 6)
             22s     end e3 Replied
             22s     -- IDLE
         "#]],
@@ -887,12 +895,12 @@ t=5s     gen 1 done "Boil water.\n\nPour it over the leaves and wait three to fi
             0.8s    start e1 read=1 []
             0.8s    typing on
             0.8s    -- THINKING
-            5s      send e1 read=1 [1/3] "Boil water." (seq 2)
+            5s      send turn-1-0-r1 [1/3] "Boil water." (seq 2)
             5s      typing on
             5s      -- SPEAKING
-            8s      send e1 read=1 [2/3] "Pour it over the leaves and wait three to five minutes, depending on how strong you like it." (seq 3)
+            8s      send turn-1-1-r1 [2/3] "Pour it over the leaves and wait three to five minutes, depending on how strong you like it." (seq 3)
             8s      typing on
-            8.866s  send e1 read=1 [3/3] "Remove the leaves.\n\nEnjoy!" (seq 4)
+            8.866s  send turn-1-2-r1 [3/3] "Remove the leaves.\n\nEnjoy!" (seq 4)
             8.866s  end e1 Replied
             8.866s  -- IDLE
         "#]],
@@ -928,7 +936,7 @@ t=6s     gen 2 done "Yes, sorry!"
             5.8s    typing on
             5.8s    -- THINKING
             6s      -- SPEAKING
-            6.2s    send e2 read=2 [1/1] "Yes, sorry!" (seq 3)
+            6.2s    send turn-2-0-r2 [1/1] "Yes, sorry!" (seq 3)
             6.2s    end e2 Replied
             6.2s    -- IDLE
         "#]],
@@ -962,7 +970,7 @@ t=6s     gen 2 done "The pharmacy is open until 8."
             5s      start e2 read=2 [U "is it open today?\nthe pharmacy i mean"]
             5s      typing on
             5s      -- THINKING
-            6s      send e2 read=2 [1/1] "The pharmacy is open until 8." (seq 3)
+            6s      send turn-2-0-r2 [1/1] "The pharmacy is open until 8." (seq 3)
             6s      end e2 Replied
             6s      -- IDLE
         "#]],
@@ -977,6 +985,8 @@ struct Harness {
     now: Millis,
     /// The store: every person message and delivered bubble, with its seq and time.
     log: Vec<LogMessage>,
+    /// The client id each stored bubble was sent with, by seq.
+    client_ids: Vec<(u64, String)>,
     last_seq: u64,
     /// The snapshot as last persisted.
     persisted: TurnSnapshot,
@@ -1016,6 +1026,7 @@ impl Harness {
             config,
             now: Millis::ZERO,
             log: Vec::new(),
+            client_ids: Vec::new(),
             last_seq: 0,
             persisted: TurnSnapshot::default(),
             auto_deliver,
@@ -1139,19 +1150,38 @@ impl Harness {
                 e.parse().unwrap(),
                 i.trim_start_matches('#').parse().unwrap(),
             ),
-            ["restart"] => {
+            ["restart", rest @ ..] => {
+                if rest == ["without", "snapshot"] {
+                    // The runtime's saved state is gone: only the log is left.
+                    self.persisted = TurnSnapshot::default();
+                }
+                // What the log says, as the runtime reads it: the bubbles' client ids.
+                let ids: Vec<TurnId> = self
+                    .client_ids
+                    .iter()
+                    .map(|(_, id)| id.parse().expect("a bubble's client id is a TurnId"))
+                    .collect();
+                let from_log = TurnSnapshot {
+                    answered_up_to: ids.iter().map(|id| id.read_up_to).max().unwrap_or(0),
+                    epoch: ids.iter().map(|id| id.epoch).max().unwrap_or(0),
+                    rhythm: self.persisted.rhythm,
+                };
+                let snapshot = TurnSnapshot {
+                    answered_up_to: from_log.answered_up_to.max(self.persisted.answered_up_to),
+                    epoch: from_log.epoch.max(self.persisted.epoch),
+                    ..self.persisted
+                };
                 self.line(&format!(
-                    "restart from answered_up_to={} epoch={} and {} logged messages",
-                    self.persisted.answered_up_to,
-                    self.persisted.epoch,
+                    "restart from answered_up_to={} epoch={} (the log's client ids say {} and {}) \
+                     and {} logged messages",
+                    snapshot.answered_up_to,
+                    snapshot.epoch,
+                    from_log.answered_up_to,
+                    from_log.epoch,
                     self.log.len()
                 ));
-                self.engine = TurnEngine::restore(
-                    self.config.clone(),
-                    self.persisted,
-                    self.log.clone(),
-                    self.now,
-                );
+                self.engine =
+                    TurnEngine::restore(self.config.clone(), snapshot, self.log.clone(), self.now);
                 self.state = State::Idle;
                 self.drain();
             }
@@ -1220,6 +1250,12 @@ impl Harness {
                     index,
                     of,
                 } => {
+                    let id = TurnId {
+                        epoch,
+                        index,
+                        read_up_to,
+                    }
+                    .to_string();
                     let stored = if self.auto_deliver {
                         self.last_seq += 1;
                         let seq = self.last_seq;
@@ -1231,14 +1267,12 @@ impl Harness {
                             attachment: None,
                             at: self.now,
                         });
+                        self.client_ids.push((seq, id.clone()));
                         format!(" (seq {seq})")
                     } else {
                         String::new()
                     };
-                    format!(
-                        "send e{epoch} read={read_up_to} [{}/{of}] {text:?}{stored}",
-                        index + 1
-                    )
+                    format!("send {id} [{}/{of}] {text:?}{stored}", index + 1)
                 }
                 Output::Committed { epoch, read_up_to } => {
                     format!("commit e{epoch} read={read_up_to}")
@@ -1314,6 +1348,8 @@ fn apply_config(c: &mut TurnConfig, kv: &str) {
         "max_bubbles" => c.max_bubbles = num() as u32,
         "typing_cps" => c.typing_cps = num() as u32,
         "hard_cap" => c.window_hard_cap_ms = num(),
+        "patience" => c.endpoint_patience_ms = num(),
+        "text_model" => c.completeness_model = on(),
         _ => panic!("unknown config key {k}"),
     }
 }

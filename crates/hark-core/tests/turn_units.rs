@@ -1,9 +1,11 @@
 //! Data-driven tests of the turn engine's pure helpers: completeness, control words, bubble
-//! splitting, typing cadence and the rhythm model. Each is a table in, a table out.
+//! splitting, typing cadence, the rhythm model, the learned completeness model and the endpoint
+//! decision. Each is a table in, a table out.
 
 use expect_test::{Expect, expect};
 use hark_core::turn::{
-    Attachment, PersonRhythm, TurnConfig, cadence_ms, completeness, control_word, split_bubbles,
+    Attachment, Completeness, CompletenessModel, Evidence, PersonRhythm, TurnConfig, cadence_ms,
+    completeness, control_word, decide, split_bubbles,
 };
 
 fn check_lines(input: &str, f: impl Fn(&str) -> String, expect: Expect) {
@@ -258,7 +260,8 @@ fn typing_cadence() {
 fn rhythm_learns_online_and_round_trips() {
     let mut r = PersonRhythm::default();
     assert_eq!(r.typical_gap_ms(), None);
-    for gap in [1000, 2000, 4000, 0] {
+    // Two quick resumptions (not pauses) and two pauses.
+    for gap in [200, 1000, 4000, 2000] {
         r.observe_gap(gap);
     }
     r.observe_reply_latency(10_000_000);
@@ -267,20 +270,233 @@ fn rhythm_learns_online_and_round_trips() {
         restored, r,
         "plain fields: the runtime persists and restores them as they are"
     );
-    expect!["gap median 946ms over 4, log sd 1.39, reply median 600000ms over 1"].assert_eq(
-        &format!(
-            "gap median {:.0}ms over {}, log sd {:.2}, reply median {:.0}ms over {}",
-            r.typical_gap_ms().unwrap(),
-            r.gap_samples,
-            r.gap_log_var.sqrt(),
-            r.typical_reply_ms().unwrap(),
-            r.reply_samples
-        ),
-    );
+    expect![
+        "pauses 0.50 of 4 gaps, pause median 2828ms, log sd 0.35, reply median 600000ms over 1"
+    ]
+    .assert_eq(&format!(
+        "pauses {:.2} of {} gaps, pause median {:.0}ms, log sd {:.2}, reply median {:.0}ms over {}",
+        r.pause_rate,
+        r.gap_samples,
+        r.typical_gap_ms().unwrap(),
+        r.gap_log_var.sqrt(),
+        r.typical_reply_ms().unwrap(),
+        r.reply_samples
+    ));
     // After many samples the weight of one sample is 0.1: the model follows a change of pace.
     for _ in 0..50 {
         r.observe_gap(8000);
     }
     let typical = r.typical_gap_ms().unwrap();
     assert!((7900.0..8100.0).contains(&typical), "{typical}");
+    assert!(r.pause_rate > 0.99, "{}", r.pause_rate);
+}
+
+#[test]
+fn the_learned_completeness_model_ranks_endings() {
+    // Not a measurement (that is `hark sim --eval-completeness`): a sanity check that the shipped
+    // weights point the right way on bubbles whose meaning is plain.
+    let m = CompletenessModel::builtin();
+    let p = |text: &str| m.probability(text, None, 0);
+    assert!(
+        p("ok thanks, bye!") > p("so the thing is"),
+        "a goodbye ends more than a lead-in"
+    );
+    assert!(
+        p("what do you think?") > p("and then"),
+        "a question ends more than a conjunction"
+    );
+    for text in ["", "hi", "😀", "a very long bubble ".repeat(40).as_str()] {
+        let x = p(text);
+        assert!(x > 0.0 && x < 1.0, "{text:?}: {x}");
+    }
+}
+
+fn evidence(class: Completeness, question: bool, index: u32, typing: bool) -> Evidence {
+    Evidence {
+        class,
+        question,
+        index,
+        model_logit: None,
+        typing,
+        cap_left_ms: 10_000,
+    }
+}
+
+/// A person whose client sends typing, after `gaps` quiet gaps (each `gap_ms`) over `bursts`
+/// bursts that followed a reply of the agent.
+fn typist(gaps: &[u64], bursts: u32) -> PersonRhythm {
+    let mut r = PersonRhythm::default();
+    r.observe_typing_start();
+    for &g in gaps {
+        r.observe_gap(g);
+    }
+    for _ in 0..bursts {
+        r.observe_reply_latency(15_000);
+    }
+    r
+}
+
+#[test]
+fn the_decision_in_a_table() {
+    // Window (ms) and P(this bubble ends the turn) at the default patience (3600ms), by who is
+    // typing and what they sent. The floor is 800ms; a bubble that trails off never waits less
+    // than 6s; nothing waits longer than the patience (or the hard cap).
+    let config = TurnConfig {
+        completeness_model: false,
+        ..TurnConfig::default()
+    };
+    let newcomer = PersonRhythm::default();
+    let mut typing_newcomer = PersonRhythm::default();
+    typing_newcomer.observe_typing_start();
+    let never_pauses = typist(&[0; 12], 6);
+    let pauses_often = typist(&[3000, 200, 2500, 3500, 2800, 3000, 150, 2600], 4);
+    let cases: [(&str, Evidence, &PersonRhythm); 9] = [
+        (
+            "newcomer, no typing, statement",
+            evidence(Completeness::Neutral, false, 0, false),
+            &newcomer,
+        ),
+        (
+            "newcomer, no typing, 2nd bubble",
+            evidence(Completeness::Neutral, false, 1, false),
+            &newcomer,
+        ),
+        (
+            "newcomer, typing, statement",
+            evidence(Completeness::Neutral, false, 0, true),
+            &typing_newcomer,
+        ),
+        (
+            "newcomer, typing, question",
+            evidence(Completeness::Complete, true, 0, true),
+            &typing_newcomer,
+        ),
+        (
+            "newcomer, typing, trails off",
+            evidence(Completeness::Partial, false, 0, true),
+            &typing_newcomer,
+        ),
+        (
+            "never pauses, statement",
+            evidence(Completeness::Neutral, false, 0, true),
+            &never_pauses,
+        ),
+        (
+            "pauses often, statement",
+            evidence(Completeness::Neutral, false, 0, true),
+            &pauses_often,
+        ),
+        (
+            "pauses often, question",
+            evidence(Completeness::Complete, true, 0, true),
+            &pauses_often,
+        ),
+        (
+            "pauses often, 4th bubble",
+            evidence(Completeness::Neutral, false, 3, true),
+            &pauses_often,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, ev, rhythm) in cases {
+        let d = decide(&ev, rhythm, &config);
+        out.push_str(&format!(
+            "{name:<32} window {:>5}  P(end) {:.2}  pauses {:.2} of median {:.1}s\n",
+            d.window_ms,
+            d.p_end,
+            d.pause_share,
+            d.pause_median_ms / 1000.0
+        ));
+    }
+    expect![[r#"
+        newcomer, no typing, statement   window  3600  P(end) 0.51  pauses 0.95 of median 10.0s
+        newcomer, no typing, 2nd bubble  window   800  P(end) 0.58  pauses 0.95 of median 10.0s
+        newcomer, typing, statement      window   800  P(end) 0.51  pauses 0.49 of median 8.0s
+        newcomer, typing, question       window   800  P(end) 0.76  pauses 0.49 of median 8.0s
+        newcomer, typing, trails off     window  6000  P(end) 0.38  pauses 0.49 of median 8.0s
+        never pauses, statement          window   800  P(end) 0.34  pauses 0.11 of median 8.0s
+        pauses often, statement          window  3600  P(end) 0.35  pauses 0.68 of median 4.1s
+        pauses often, question           window  3600  P(end) 0.63  pauses 0.68 of median 4.1s
+        pauses often, 4th bubble         window  3600  P(end) 0.29  pauses 0.68 of median 4.1s
+    "#]]
+    .assert_eq(&out);
+}
+
+#[test]
+fn more_patience_never_shortens_a_window_and_the_ceiling_holds() {
+    let rhythms = [
+        PersonRhythm::default(),
+        typist(&[0; 12], 6),
+        typist(&[3000, 200, 2500, 3500, 2800, 3000, 150, 2600], 4),
+    ];
+    for rhythm in &rhythms {
+        for class in [
+            Completeness::Neutral,
+            Completeness::Complete,
+            Completeness::Partial,
+        ] {
+            for typing in [false, true] {
+                for cap_left_ms in [500, 4000, 10_000] {
+                    let mut last = 0;
+                    for patience in [800, 2000, 3600, 6000, 10_000, 40_000] {
+                        let config = TurnConfig {
+                            endpoint_patience_ms: patience,
+                            ..TurnConfig::default()
+                        };
+                        let ev = Evidence {
+                            cap_left_ms,
+                            ..evidence(class, false, 0, typing)
+                        };
+                        let w = decide(&ev, rhythm, &config).window_ms;
+                        assert!(w >= last, "{class:?} {typing} {patience}: {w} < {last}");
+                        assert!(w <= cap_left_ms, "never past the hard cap");
+                        let floor = if class == Completeness::Partial {
+                            6000
+                        } else {
+                            800
+                        };
+                        assert!(
+                            w <= patience.max(floor).min(cap_left_ms),
+                            "{class:?} {patience}: {w}"
+                        );
+                        last = w;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tempo_moves_the_expected_pause() {
+    // Same evidence and rhythm; only how fast the person answers the agent differs. A person in a
+    // fast back-and-forth is expected to pause a little shorter than one in a cold chat.
+    let config = TurnConfig::default();
+    let ev = evidence(Completeness::Neutral, false, 0, true);
+    let with_latency = |ms: u64| {
+        let mut r = typist(&[3000, 3000], 0);
+        for _ in 0..3 {
+            r.observe_reply_latency(ms);
+        }
+        decide(&ev, &r, &config).pause_median_ms
+    };
+    let (fast, neutral, cold) = (
+        with_latency(2000),
+        with_latency(15_000),
+        with_latency(300_000),
+    );
+    assert!(fast < neutral && neutral < cold, "{fast} {neutral} {cold}");
+    let off = TurnConfig {
+        use_tempo: false,
+        ..TurnConfig::default()
+    };
+    let mut r = typist(&[3000, 3000], 0);
+    for _ in 0..3 {
+        r.observe_reply_latency(2000);
+    }
+    assert_eq!(
+        decide(&ev, &r, &off).pause_median_ms,
+        neutral,
+        "use_tempo off: no shift"
+    );
 }

@@ -20,6 +20,7 @@ const COLOURS: &[&str] = &[
     "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39",
 ];
 
+/// The plot of one condition: the dead-air CDF and the frontier.
 pub fn svg(title: &str, reports: &[PolicyReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -272,4 +273,191 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// One condition of a `--sweep` plot.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// The condition, as a title.
+    pub title: String,
+    /// The families' curves.
+    pub curves: Vec<crate::sweep::Curve>,
+    /// The default's point.
+    pub default: crate::sweep::Point,
+}
+
+const SWEEP_COLS: usize = 3;
+const SWEEP_PANEL_W: f64 = 330.0;
+const SWEEP_PANEL_H: f64 = 250.0;
+const SWEEP_GAP_X: f64 = 80.0;
+const SWEEP_GAP_Y: f64 = 95.0;
+const SWEEP_X_MAX_S: f64 = 16.0;
+
+/// `--sweep --plot`: one panel per condition, premature rate against dead air, with each
+/// family's curve at the median (solid) and at the 90th percentile (dashed), and the default's
+/// two points.
+pub fn sweep_svg(title: &str, panels: &[Panel]) -> String {
+    let rows = panels.len().div_ceil(SWEEP_COLS).max(1);
+    let width = 70.0 + SWEEP_COLS as f64 * (SWEEP_PANEL_W + SWEEP_GAP_X);
+    let height = 90.0 + rows as f64 * (SWEEP_PANEL_H + SWEEP_GAP_Y);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="{width}" height="{height}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        width / 2.0,
+        esc(title)
+    );
+    // The legend, once, under the title.
+    let families = ["fixed", "typing+spec", "engine"];
+    let mut lx = 70.0;
+    for (i, f) in families.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="42" x2="{}" y2="42" stroke="{}" stroke-width="2"/><text x="{}" y="46">{f}</text>"#,
+            lx + 22.0,
+            family_colour(i),
+            lx + 26.0
+        );
+        lx += 130.0;
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="42" x2="{}" y2="42" stroke="#444" stroke-width="1.6"/><text x="{}" y="46">median dead air</text>"##,
+        lx + 22.0,
+        lx + 26.0
+    );
+    lx += 150.0;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="42" x2="{}" y2="42" stroke="#444" stroke-width="1.6" stroke-dasharray="5,4"/><text x="{}" y="46">90th percentile</text>"##,
+        lx + 22.0,
+        lx + 26.0
+    );
+    lx += 150.0;
+    let _ = writeln!(
+        s,
+        r##"<circle cx="{}" cy="42" r="5" fill="#000"/><text x="{}" y="46">default (p50 ●, p90 ○)</text>"##,
+        lx + 10.0,
+        lx + 20.0
+    );
+    for (k, panel) in panels.iter().enumerate() {
+        let left = 70.0 + (k % SWEEP_COLS) as f64 * (SWEEP_PANEL_W + SWEEP_GAP_X);
+        let top = 80.0 + (k / SWEEP_COLS) as f64 * (SWEEP_PANEL_H + SWEEP_GAP_Y);
+        sweep_panel(&mut s, left, top, panel);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn family_colour(i: usize) -> &'static str {
+    ["#7f7f7f", "#ff7f0e", "#1f77b4"][i % 3]
+}
+
+fn sweep_panel(s: &mut String, left: f64, top: f64, panel: &Panel) {
+    let (w, h) = (SWEEP_PANEL_W, SWEEP_PANEL_H);
+    let bottom = top + h;
+    let y_max = nice_max(
+        panel
+            .curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.premature))
+            .fold(0.05, f64::max),
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#444"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">{}</text>"#,
+        left + w / 2.0,
+        top - 8.0,
+        esc(&panel.title)
+    );
+    for i in 0..=8 {
+        let v = SWEEP_X_MAX_S * f64::from(i) / 8.0;
+        let px = left + f64::from(i) / 8.0 * w;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{bottom}" stroke="#e4e4e4"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{v}</text>"##,
+            bottom + 15.0
+        );
+    }
+    for i in 0..=5 {
+        let v = y_max * f64::from(i) / 5.0;
+        let py = bottom - f64::from(i) / 5.0 * h;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e4e4e4"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}%</text>"##,
+            left + w,
+            left - 5.0,
+            py + 4.0,
+            v * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">dead air (s)</text>"#,
+        left + w / 2.0,
+        bottom + 32.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">premature</text>"#,
+        left - 42.0,
+        top + h / 2.0
+    );
+    let at = |ms: u64, y: f64| {
+        let x = (ms as f64 / 1000.0).min(SWEEP_X_MAX_S);
+        (left + x / SWEEP_X_MAX_S * w, bottom - y / y_max * h)
+    };
+    for (i, c) in panel.curves.iter().enumerate() {
+        for dashed in [false, true] {
+            let mut pts: Vec<(u64, f64)> = c
+                .points
+                .iter()
+                .filter_map(|p| Some((if dashed { p.p90_ms? } else { p.p50_ms? }, p.premature)))
+                .collect();
+            pts.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            let line: Vec<String> = pts
+                .iter()
+                .map(|&(ms, y)| {
+                    let (px, py) = at(ms, y);
+                    format!("{px:.1},{py:.1}")
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.6"{}/>"#,
+                line.join(" "),
+                family_colour(i),
+                if dashed {
+                    r#" stroke-dasharray="5,4""#
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let d = panel.default;
+    if let (Some(p50), Some(p90)) = (d.p50_ms, d.p90_ms) {
+        let (x50, y) = at(p50, d.premature);
+        let (x90, _) = at(p90, d.premature);
+        let _ = writeln!(
+            s,
+            // The open p90 circle first, so that the filled p50 dot shows when they coincide.
+            r##"<line x1="{x50:.1}" y1="{y:.1}" x2="{x90:.1}" y2="{y:.1}" stroke="#000" stroke-width="0.8"/><circle cx="{x90:.1}" cy="{y:.1}" r="5" fill="white" stroke="#000"/><circle cx="{x50:.1}" cy="{y:.1}" r="3.5" fill="#000"/><text x="{:.1}" y="{:.1}">default {:.1}%</text>"##,
+            x90 + 7.0,
+            y - 6.0,
+            d.premature * 100.0
+        );
+    }
 }

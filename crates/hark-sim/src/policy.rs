@@ -1,5 +1,5 @@
-//! Policies as named on the command line: `fixed:MS`, `punct`, `typing[:MS]`, `adaptive`,
-//! `oracle`, each with modifiers that switch one mechanism on or off.
+//! Policies as named on the command line: `default`, `fixed:MS`, `punct`, `typing[:MS]`,
+//! `adaptive`, `oracle`, each with modifiers that switch one mechanism on or off.
 
 use hark_core::turn::{EndpointPolicy, TurnConfig};
 
@@ -7,7 +7,8 @@ use hark_core::turn::{EndpointPolicy, TurnConfig};
 /// reference "plain 2 s quiet window after typing stops".
 pub const DEFAULT_TYPING_WINDOW_MS: u64 = 2000;
 
-/// The default set: the baselines, each mechanism switched off in turn, speculation, the limit.
+/// The default set: the baselines, each mechanism switched off in turn, the shipped engine, the
+/// limit.
 pub const DEFAULT_POLICIES: &[&str] = &[
     "fixed:800",
     "fixed:2000",
@@ -15,10 +16,11 @@ pub const DEFAULT_POLICIES: &[&str] = &[
     "punct",
     "typing-nobargein",
     "typing",
+    "typing+spec",
     "adaptive-nobargein",
     "adaptive-norhythm",
     "adaptive",
-    "adaptive+spec",
+    "default",
     "oracle",
 ];
 
@@ -27,6 +29,7 @@ pub const DEFAULT_POLICIES: &[&str] = &[
 pub struct Policy {
     /// As given on the command line.
     pub name: String,
+    /// The engine's configuration (prompts off: the simulator needs no texts).
     pub config: TurnConfig,
     /// The driver answers the engine's endpoint question with the truth (the turn's last bubble
     /// or not), instantly: the engine commits exactly at the end of the turn.
@@ -35,16 +38,20 @@ pub struct Policy {
     pub typing: bool,
 }
 
+/// A policy name that is not understood.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown policy {0:?}: use fixed:MS, punct, typing[:MS], adaptive or oracle, with any of \
-     +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap, +capMS"
+    "unknown policy {0:?}: use default, fixed:MS, punct, typing[:MS], adaptive or oracle, with any \
+     of +spec, -nobargein, -norhythm, -notempo, -notyping, -nocontrol, -nocap, +cap, +capMS, \
+     +patienceMS, +model, -model"
 )]
 pub struct PolicyError(pub String);
 
 impl Policy {
     /// Parses `BASE[MODIFIER]...`.
     ///
+    /// - `default`: exactly `TurnConfig::default()`, what a built-in agent with no
+    ///   `[agent.turn]` table runs (the adaptive policy with speculation).
     /// - `fixed:MS`: the seed's plain debounce (`TurnConfig::fixed`): no barge-in, no rechecks, no
     ///   control words, and no hard cap (the seed has none; `+cap` adds the engine's).
     /// - `punct`, `typing[:MS]`, `adaptive`: that endpoint policy with the engine's defaults
@@ -56,7 +63,8 @@ impl Policy {
     ///   the engine; `-nocontrol` the control words; `-nocap` the hard cap (then a turn that ends
     ///   on a hold word such as "wait" waits for ever: the simulator cuts it after
     ///   `EPISODE_LIMIT_MS` and reports it); `+cap` restores the default cap and `+capMS` sets it
-    ///   (`+cap20000`).
+    ///   (`+cap20000`); `+patienceMS` sets `endpoint_patience_ms`; `+model` and `-model` turn the
+    ///   learned completeness model on and off.
     pub fn parse(spec: &str) -> Result<Policy, PolicyError> {
         let err = || PolicyError(spec.to_owned());
         let cut = spec.find(['+', '-']).unwrap_or(spec.len());
@@ -88,6 +96,10 @@ impl Policy {
                 ..sim
             },
             ("adaptive", None) => sim,
+            ("default", None) => TurnConfig {
+                build_prompt: false,
+                ..TurnConfig::default()
+            },
             ("oracle", None) => {
                 oracle = true;
                 TurnConfig {
@@ -117,10 +129,17 @@ impl Policy {
                 "-nocontrol" => config.control_words = false,
                 "-nocap" => config.window_hard_cap_ms = u64::MAX,
                 "+cap" => config.window_hard_cap_ms = TurnConfig::default().window_hard_cap_ms,
-                _ => match m.strip_prefix("+cap").map(str::parse::<u64>) {
-                    Some(Ok(ms)) => config.window_hard_cap_ms = ms,
-                    _ => return Err(err()),
-                },
+                "+model" => config.completeness_model = true,
+                "-model" => config.completeness_model = false,
+                _ => {
+                    if let Some(ms) = m.strip_prefix("+patience") {
+                        config.endpoint_patience_ms = ms.parse().map_err(|_| err())?;
+                    } else if let Some(ms) = m.strip_prefix("+cap") {
+                        config.window_hard_cap_ms = ms.parse().map_err(|_| err())?;
+                    } else {
+                        return Err(err());
+                    }
+                }
             }
         }
         Ok(Policy {
@@ -179,6 +198,19 @@ mod tests {
         assert_eq!(p.config.window_hard_cap_ms, 20_000);
         assert!(p.config.speculate);
 
+        let p = Policy::parse("default").unwrap();
+        assert_eq!(
+            p.config,
+            TurnConfig {
+                build_prompt: false,
+                ..TurnConfig::default()
+            },
+            "default is what an agent runs with no [agent.turn] table"
+        );
+        let p = Policy::parse("default+patience20000+model").unwrap();
+        assert_eq!(p.config.endpoint_patience_ms, 20_000);
+        assert!(p.config.completeness_model);
+
         let p = Policy::parse("oracle").unwrap();
         assert!(p.oracle && p.config.endpoint_model_timeout_ms.is_some());
 
@@ -189,6 +221,8 @@ mod tests {
             "adaptive+turbo",
             "nope",
             "adaptive-",
+            "default:3",
+            "default+patience",
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }

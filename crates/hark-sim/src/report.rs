@@ -7,8 +7,11 @@ use crate::sim::TurnResult;
 /// The metrics of one policy over a whole trace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyReport {
+    /// The policy, as named.
     pub policy: String,
+    /// Turns replayed.
     pub turns: usize,
+    /// Turns answered prematurely.
     pub premature: usize,
     /// Turns (not premature) that ended without any reply bubble: deliberately silent.
     pub silent: usize,
@@ -18,13 +21,16 @@ pub struct PolicyReport {
     pub dead_air_ms: Vec<u64>,
     /// Sorted endpoint delays of the turns not premature.
     pub endpoint_ms: Vec<u64>,
+    /// Generations started.
     pub llm_calls: u64,
+    /// Tokens generated for nothing.
     pub wasted_tokens: f64,
     /// The seed's debounce window if this policy is `fixed:MS`.
     pub fixed_window_ms: Option<u64>,
 }
 
 impl PolicyReport {
+    /// Aggregates the results of one policy's turns.
     pub fn new(policy: &str, fixed_window_ms: Option<u64>, results: &[TurnResult]) -> Self {
         let mut r = PolicyReport {
             policy: policy.to_owned(),
@@ -59,18 +65,22 @@ impl PolicyReport {
         r
     }
 
+    /// Share of turns answered prematurely.
     pub fn premature_rate(&self) -> f64 {
         ratio(self.premature as f64, self.turns)
     }
 
+    /// Share of turns left deliberately silent.
     pub fn silent_rate(&self) -> f64 {
         ratio(self.silent as f64, self.turns)
     }
 
+    /// Generations per turn.
     pub fn calls_per_turn(&self) -> f64 {
         ratio(self.llm_calls as f64, self.turns)
     }
 
+    /// Wasted tokens per turn.
     pub fn wasted_per_turn(&self) -> f64 {
         ratio(self.wasted_tokens, self.turns)
     }
@@ -81,10 +91,12 @@ impl PolicyReport {
         ratio(n as f64, self.turns)
     }
 
+    /// The `q` quantile of the dead air (0.5: the median).
     pub fn dead_air(&self, q: f64) -> Option<u64> {
         percentile(&self.dead_air_ms, q)
     }
 
+    /// The `q` quantile of the endpoint delay.
     pub fn endpoint(&self, q: f64) -> Option<u64> {
         percentile(&self.endpoint_ms, q)
     }
@@ -127,22 +139,37 @@ pub fn fixed_dead_air_at(reports: &[PolicyReport], premature_rate: f64) -> Optio
 /// Facts about the trace and the run, for the `trace` object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceSummary {
+    /// The trace's file name.
     pub file: String,
+    /// Its format.
     pub format: &'static str,
+    /// The Chit-Chat split, if one was picked.
     pub split: Option<&'static str>,
+    /// Conversations replayed.
     pub conversations: usize,
+    /// Conversations left out because only one person wrote.
     pub skipped_one_sender: usize,
+    /// Distinct senders.
     pub senders: usize,
+    /// Messages.
     pub messages: usize,
+    /// Turns (maximal runs of one sender).
     pub turns: usize,
+    /// Turns of two or more bubbles.
     pub multi_bubble_turns: usize,
     /// "none", "trace" or "synthesised at N chars/s".
     pub typing: String,
+    /// `--time-scale`: every time in the trace was multiplied by this.
+    pub time_scale: f64,
     /// The other side's real reply: turn end → their next message (turns that got one), sorted.
     pub human_reply_ms: Vec<u64>,
+    /// `--llm-ttft-ms`.
     pub llm_ttft_ms: u64,
+    /// `--llm-tps`.
     pub llm_tps: f64,
+    /// `--reply-tokens`.
     pub reply_tokens: u32,
+    /// One generation's duration.
     pub generation_ms: u64,
 }
 
@@ -186,6 +213,7 @@ pub fn to_json(trace: &TraceSummary, reports: &[PolicyReport]) -> Value {
             "turns": trace.turns,
             "multi_bubble_turns": trace.multi_bubble_turns,
             "typing": trace.typing,
+            "time_scale": trace.time_scale,
             "human_reply_ms": {
                 "p50": percentile(&trace.human_reply_ms, 0.5),
                 "p90": percentile(&trace.human_reply_ms, 0.9),

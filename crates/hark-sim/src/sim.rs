@@ -59,8 +59,11 @@ pub const SENTENCE_CHARS: usize = 40;
 /// The stand-in LLM: every reply is `reply_tokens` long and takes `ttft + tokens / tps`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlmModel {
+    /// Time to the first token.
     pub ttft_ms: u64,
+    /// Tokens per second after it.
     pub tokens_per_s: f64,
+    /// Length of every reply.
     pub reply_tokens: u32,
 }
 
@@ -115,12 +118,15 @@ impl LlmModel {
 /// What happened to one turn under one policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TurnResult {
+    /// A reply bubble went out that had not read the whole turn.
     pub premature: bool,
     /// Turn end → first reply bubble (`None` if no bubble was sent).
     pub dead_air_ms: Option<u64>,
     /// Turn end → the deciding commit (`None` if the engine never committed after the end).
     pub endpoint_ms: Option<u64>,
+    /// Generations started, speculative ones included.
     pub llm_calls: u32,
+    /// Tokens generated for nothing (aborted, or never sent).
     pub wasted_tokens: f64,
     /// The episode had not settled by [`EPISODE_LIMIT_MS`].
     pub cut: bool,

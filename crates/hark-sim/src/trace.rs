@@ -5,6 +5,7 @@ use hark_core::turn::Attachment;
 /// A chat log: conversations in a stable order (sorted by id), each with its events in time order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
+    /// The conversations with two or more senders.
     pub conversations: Vec<Conversation>,
     /// Conversations the reader left out because only one person wrote in them (nobody answered).
     pub skipped_one_sender: usize,
@@ -13,6 +14,7 @@ pub struct Trace {
 /// One conversation: its participants and their messages and typing, oldest first.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Conversation {
+    /// The source's id (or name) of the conversation.
     pub id: String,
     /// Participants in order of first appearance; [`Event::sender`] indexes this.
     pub senders: Vec<String>,
@@ -20,18 +22,25 @@ pub struct Conversation {
     pub events: Vec<Event>,
 }
 
+/// Something a participant did, at a time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Who: an index into [`Conversation::senders`].
     pub sender: usize,
     /// Milliseconds since the Unix epoch.
     pub ts_ms: u64,
+    /// What.
     pub kind: EventKind,
 }
 
+/// What a participant did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
+    /// Sent a message.
     Message {
+        /// Its text (empty for a bare attachment).
         text: String,
+        /// What is attached, if anything.
         attachment: Option<Attachment>,
     },
     /// The sender started (`true`) or stopped (`false`) typing.
@@ -41,9 +50,11 @@ pub enum EventKind {
 /// A turn: a maximal run of one sender's messages (typing does not break a run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Turn {
+    /// Whose turn.
     pub sender: usize,
-    /// Indices into [`Conversation::events`] of the turn's first and last message.
+    /// Index into [`Conversation::events`] of the turn's first message.
     pub first: usize,
+    /// Index into [`Conversation::events`] of the turn's last message.
     pub last: usize,
 }
 
@@ -56,6 +67,7 @@ pub struct ConversationBuilder {
 }
 
 impl ConversationBuilder {
+    /// An empty conversation called `id`.
     pub fn new(id: impl Into<String>) -> Self {
         ConversationBuilder {
             id: id.into(),
@@ -63,6 +75,7 @@ impl ConversationBuilder {
         }
     }
 
+    /// Adds a message.
     pub fn message(
         &mut self,
         sender: &str,
@@ -81,6 +94,7 @@ impl ConversationBuilder {
         });
     }
 
+    /// Adds a typing event: started (`on`) or stopped.
     pub fn typing(&mut self, sender: &str, ts_ms: u64, on: bool) {
         let sender = self.sender(sender);
         self.events.push(Event {
@@ -134,6 +148,7 @@ impl Conversation {
         seen.len()
     }
 
+    /// Its messages (typing events not counted).
     pub fn messages(&self) -> usize {
         self.events
             .iter()
@@ -141,6 +156,7 @@ impl Conversation {
             .count()
     }
 
+    /// Whether any participant's typing is in the trace.
     pub fn has_typing(&self) -> bool {
         self.events
             .iter()
@@ -187,10 +203,26 @@ impl Trace {
         }
     }
 
+    /// Messages over all conversations (typing events not counted).
     pub fn messages(&self) -> usize {
         self.conversations.iter().map(Conversation::messages).sum()
     }
 
+    /// Multiplies every time by `factor`, from each conversation's first event: gaps, typing and
+    /// reply latencies all scale, the order stays. A proxy for chats with other rhythms.
+    pub fn scale_time(&mut self, factor: f64) {
+        for c in &mut self.conversations {
+            let Some(origin) = c.events.first().map(|e| e.ts_ms) else {
+                continue;
+            };
+            for e in &mut c.events {
+                let offset = (e.ts_ms - origin) as f64 * factor;
+                e.ts_ms = origin + offset.round() as u64;
+            }
+        }
+    }
+
+    /// Turns over all conversations.
     pub fn turns(&self) -> usize {
         self.conversations.iter().map(|c| c.turns().len()).sum()
     }

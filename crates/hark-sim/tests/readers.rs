@@ -233,3 +233,76 @@ fn detection() {
     std::fs::write(&odd, "hello").unwrap();
     assert!(detect(&odd).is_err());
 }
+
+// --- Input from real exports -------------------------------------------------------------------
+
+#[test]
+fn a_byte_order_mark_is_accepted_by_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, format) in [
+        ("chat.jsonl", Format::Jsonl),
+        ("chitchat.json", Format::Chitchat),
+        ("slack-general.json", Format::Slack),
+        ("telegram.json", Format::Telegram),
+    ] {
+        let with_bom = dir.path().join(name);
+        let mut bytes = b"\xef\xbb\xbf".to_vec();
+        bytes.extend(std::fs::read(fixture(name)).unwrap());
+        std::fs::write(&with_bom, bytes).unwrap();
+        assert_eq!(detect(&with_bom).unwrap(), format, "{name}");
+        let (read_with, _) = read_trace(&with_bom, None, None).unwrap();
+        let read_without = read(name, None);
+        assert_eq!(
+            read_with.conversations.len(),
+            read_without.conversations.len(),
+            "{name}"
+        );
+        for (a, b) in read_with
+            .conversations
+            .iter()
+            .zip(&read_without.conversations)
+        {
+            assert_eq!(dump(a), dump(b), "{name}");
+        }
+    }
+}
+
+#[test]
+fn jsonl_ignores_fields_it_does_not_know() {
+    // A BOM, exporter ids, reactions, nested metadata: the lines are read, not refused.
+    let t = read("extra-fields.jsonl", None);
+    assert_eq!(
+        dump(&t.conversations[0]),
+        ["1000 ann: hey", "2500 ann typing on", "9000 bob: hi ann"]
+    );
+}
+
+#[test]
+fn a_slack_export_root_reads_every_channel() {
+    let (t, format) = read_trace(&fixture("slack-export"), None, None).unwrap();
+    assert_eq!(format, Format::Slack);
+    let ids: Vec<&str> = t.conversations.iter().map(|c| c.id.as_str()).collect();
+    // channels.json and users.json hold no messages; a channel without day files is skipped.
+    assert_eq!(ids, ["general", "random"]);
+    assert_eq!(
+        dump(&t.conversations[1]),
+        [
+            "1515182700000 U2: lunch?",
+            "1515182760000 U1: yes",
+            "1515182765000 U1: at noon"
+        ]
+    );
+    assert_eq!(t.turns(), 4);
+}
+
+#[test]
+fn a_folder_that_is_no_slack_export_is_refused_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("photos")).unwrap();
+    let err = read_trace(dir.path(), None, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not a Slack export: give a channel's day file"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@ use hark_sim::policy::Policy;
 use hark_sim::report::{PolicyReport, to_json};
 use hark_sim::sim::LlmModel;
 use hark_sim::trace::{ConversationBuilder, EventKind, Trace};
-use hark_sim::{SimArgs, evaluate, simulate, typing};
+use hark_sim::{ConditionRun, SimArgs, TypingSpeed, evaluate, simulate, typing};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -131,19 +131,26 @@ fn typing_synthesis() {
 
 fn args() -> SimArgs {
     let mut a = SimArgs::new(fixture("chat.jsonl"));
-    a.typing_cps = Some(3.0);
+    a.typing_cps = vec![TypingSpeed::Cps(3.0)];
     a
+}
+
+/// The one condition of a run.
+fn one(runs: Vec<ConditionRun>) -> (hark_sim::report::TraceSummary, Vec<PolicyReport>) {
+    assert_eq!(runs.len(), 1);
+    let r = runs.into_iter().next().unwrap();
+    (r.summary, r.reports)
 }
 
 #[test]
 fn deterministic_whatever_the_threads() {
-    let mut one = args();
-    one.jobs = Some(1);
+    let mut one_thread = args();
+    one_thread.jobs = Some(1);
     let mut three = args();
     three.jobs = Some(3);
-    let (s1, r1) = evaluate(&one, false).unwrap();
-    let (s3, r3) = evaluate(&three, false).unwrap();
-    let (s3b, r3b) = evaluate(&three, false).unwrap();
+    let (s1, r1) = one(evaluate(&one_thread, false).unwrap());
+    let (s3, r3) = one(evaluate(&three, false).unwrap());
+    let (s3b, r3b) = one(evaluate(&three, false).unwrap());
     let a = to_json(&s1, &r1).to_string();
     assert_eq!(a, to_json(&s3, &r3).to_string());
     assert_eq!(a, to_json(&s3b, &r3b).to_string());
@@ -151,7 +158,7 @@ fn deterministic_whatever_the_threads() {
 
 #[test]
 fn json_shape() {
-    let (summary, reports) = evaluate(&args(), false).unwrap();
+    let (summary, reports) = one(evaluate(&args(), false).unwrap());
     let v = to_json(&summary, &reports);
     let trace = &v["trace"];
     assert_eq!(trace["format"], "jsonl");
@@ -182,17 +189,89 @@ fn json_shape() {
 
 #[test]
 fn typing_before_the_first_message_reaches_the_engine() {
-    // The conversation opens with Ann typing: the engine learns that she types, so her first
-    // statement (no question, no pause rate learned yet) waits for the hard cap instead of the
-    // short window; a policy that hides typing answers after the short window.
+    // The conversation opens with Ann typing: the engine learns that her client sends typing (its
+    // rhythm counts the typing start), unless the policy hides typing. Either way her first
+    // statement, from a newcomer, is answered at the short window (800 ms), not held to the cap.
     let mut b = ConversationBuilder::new("c");
     b.typing("ann", 0, true);
     b.message("ann", 2000, "i had the best day", None);
     b.message("bob", 30_000, "tell me", None);
     let trace = Trace::from_conversations(vec![b.build()]);
-    let seen = run(&trace, "adaptive");
-    let hidden = run(&trace, "adaptive-notyping");
-    // Sorted delays; Bob's "tell me" (no typing) gets the 2 s neutral window either way.
-    assert_eq!(seen.endpoint_ms, [2000, 10_000], "{seen:?}");
-    assert_eq!(hidden.endpoint_ms, [2000, 2000], "{hidden:?}");
+    let episodes = hark_sim::sim::episodes(&trace.conversations[0]);
+    for (policy, typing_starts) in [("default", 1), ("default-notyping", 0)] {
+        let p = Policy::parse(policy).unwrap();
+        let (result, rhythm) = hark_sim::sim::run_episode(
+            &episodes[0],
+            hark_core::turn::PersonRhythm::default(),
+            &p,
+            &LLM,
+        );
+        assert_eq!(rhythm.typing_starts, typing_starts, "{policy}");
+        assert_eq!(result.endpoint_ms, Some(800), "{policy}: {result:?}");
+        assert!(!result.premature);
+    }
+}
+
+#[test]
+fn a_trace_with_no_turn_to_replay_is_an_error_with_a_sentence() {
+    // Two conversations, each with one sender: nobody answered anybody.
+    let err = evaluate(&SimArgs::new(fixture("one-sender.jsonl")), false).unwrap_err();
+    assert!(matches!(err, hark_sim::SimError::NoTurns(_)), "{err:?}");
+    assert!(err.to_string().contains("holds no turn to replay"), "{err}");
+}
+
+#[test]
+fn the_sweep_is_deterministic_and_shaped() {
+    let mut a = SimArgs::new(fixture("chat.jsonl"));
+    a.typing_cps = vec![TypingSpeed::Cps(3.0), TypingSpeed::None];
+    a.jobs = Some(1);
+    let single = hark_sim::sweep::sweep(&a, false).unwrap();
+    a.jobs = Some(3);
+    let three = hark_sim::sweep::sweep(&a, false).unwrap();
+    let json = hark_sim::sweep::to_json(&single);
+    assert_eq!(
+        json,
+        hark_sim::sweep::to_json(&three),
+        "whatever the threads"
+    );
+    assert_eq!(
+        hark_sim::sweep::to_table(&single),
+        hark_sim::sweep::to_table(&three)
+    );
+
+    let conditions = json["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 2);
+    assert_eq!(conditions[0]["typing_cps"], 3.0);
+    assert!(conditions[1]["typing_cps"].is_null());
+    for c in conditions {
+        let families = c["families"].as_object().unwrap();
+        let names: Vec<&str> = families.keys().map(String::as_str).collect();
+        assert_eq!(names, ["fixed", "typing+spec", "engine"]);
+        assert_eq!(
+            families["fixed"]["points"].as_array().unwrap().len(),
+            hark_sim::sweep::WINDOWS_MS.len()
+        );
+        assert_eq!(
+            families["engine"]["points"].as_array().unwrap().len(),
+            hark_sim::sweep::PATIENCE_MS.len()
+        );
+        for b in hark_sim::sweep::DEAD_AIR_BUDGETS_MS {
+            let at = &families["engine"]["premature_at_dead_air_ms"][b.to_string()];
+            assert!(at.is_f64() || at.is_null(), "{at}");
+        }
+        assert_eq!(
+            c["default"]["endpoint_patience_ms"],
+            hark_core::turn::TurnConfig::default().endpoint_patience_ms
+        );
+    }
+
+    // The default's point is exactly what `--policy default` measures in that condition.
+    let mut b = SimArgs::new(fixture("chat.jsonl"));
+    b.typing_cps = vec![TypingSpeed::Cps(3.0)];
+    b.policies = vec!["default".into()];
+    let (_, reports) = one(evaluate(&b, false).unwrap());
+    let d = single[0].default;
+    assert_eq!(d.premature, reports[0].premature_rate());
+    assert_eq!(d.p50_ms, reports[0].dead_air(0.5));
+    assert_eq!(d.p90_ms, reports[0].dead_air(0.9));
 }

@@ -16,7 +16,9 @@ pub enum Role {
 /// One turn of the prompt: consecutive messages of one side, joined by newlines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromptTurn {
+    /// Whose turn.
     pub role: Role,
+    /// Its messages, joined by newlines.
     pub text: String,
 }
 

@@ -1,7 +1,9 @@
 //! hark's JSONL: one object per line, either a message
 //! `{"conversation", "sender", "ts_ms", "text", "attachment"?}` or a typing event
 //! `{"conversation", "sender", "ts_ms", "typing": true|false}`. Blank lines are skipped.
-//! `attachment` is one of `photo`, `video`, `file`, `audio` (or `voice`), `sticker`.
+//! `attachment` is one of `photo`, `video`, `file`, `audio` (or `voice`), `sticker`. Other fields
+//! (an exporter's ids, reactions, …) are ignored, so a line with more than hark needs is read, not
+//! refused; a misspelt field is simply absent.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +15,6 @@ use super::{Format, TraceError, read_to_string};
 use crate::trace::{ConversationBuilder, Trace};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Line {
     conversation: String,
     sender: String,

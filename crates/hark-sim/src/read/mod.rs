@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `chitchat` | the Chit-Chat corpus `dataset.json` (conversation UUID → turns of messages) |
 //! | `jsonl` | hark's own: one object per line, a message or a typing event |
-//! | `slack` | a Slack export channel: a JSON array of messages, or the channel's folder of day files |
+//! | `slack` | a Slack export: a channel's day file (a JSON array of messages), a channel's folder of day files, or the export's root folder (every channel) |
 //! | `telegram` | a Telegram Desktop export `result.json` (one chat, or all chats) |
 //! | `imessage` | a macOS Messages `chat.db` (SQLite) |
 
@@ -22,14 +22,20 @@ use crate::trace::Trace;
 /// A trace format, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// The Chit-Chat corpus `dataset.json`.
     Chitchat,
+    /// hark's own JSONL.
     Jsonl,
+    /// A Slack export (a day file, a channel folder or the export's root folder).
     Slack,
+    /// A Telegram Desktop export `result.json`.
     Telegram,
+    /// A macOS Messages `chat.db`.
     Imessage,
 }
 
 impl Format {
+    /// The format's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Format::Chitchat => "chitchat",
@@ -45,11 +51,14 @@ impl Format {
 /// a-b, test those starting with c-f.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
+    /// Conversations whose id starts with 0-9 or a-b: tune on these.
     Train,
+    /// Conversations whose id starts with c-f: measure on these.
     Test,
 }
 
 impl Split {
+    /// The split's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -70,29 +79,49 @@ impl Split {
     }
 }
 
+/// A trace could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
+    /// The file or folder could not be read.
     #[error("cannot read {path}: {error}")]
     Io {
+        /// What.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// The content is not what the format says.
     #[error("{path} is not valid {format} (line {line}): {message}")]
     Parse {
+        /// What.
         path: PathBuf,
+        /// The format it was read as.
         format: &'static str,
+        /// Where (0 when unknown).
         line: usize,
+        /// What is wrong.
         message: String,
     },
+    /// The Messages database could not be read.
     #[error("cannot read the Messages database {path}: {error}")]
     Sqlite {
+        /// What.
         path: PathBuf,
+        /// Why.
         error: rusqlite::Error,
     },
+    /// The format could not be detected.
     #[error("cannot tell the format of {0}: pass --format chitchat|jsonl|slack|telegram|imessage")]
     Unknown(PathBuf),
+    /// `--split` was given for a trace that is not the Chit-Chat corpus.
     #[error("--split applies to the Chit-Chat corpus only, and {0} is not in that format")]
     SplitNotChitchat(&'static str),
+    /// A folder that is neither a Slack channel (day files) nor an export root (channel folders).
+    #[error(
+        "{0} is not a Slack export: give a channel's day file, a channel folder of day files \
+         (2018-01-04.json …), or the export's root folder (one folder per channel)"
+    )]
+    NotSlackFolder(PathBuf),
 }
 
 impl TraceError {
@@ -175,8 +204,14 @@ pub fn detect(path: &Path) -> Result<Format, TraceError> {
     Err(TraceError::Unknown(path.to_owned()))
 }
 
+/// Reads a text file, without the UTF-8 byte-order mark some exporters (and Windows editors)
+/// put in front: every reader accepts it.
 pub(crate) fn read_to_string(path: &Path) -> Result<String, TraceError> {
-    std::fs::read_to_string(path).map_err(|e| TraceError::io(path, e))
+    let mut text = std::fs::read_to_string(path).map_err(|e| TraceError::io(path, e))?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC time such as `2018-01-04T20:04:47Z`

@@ -1,6 +1,7 @@
-//! What the text of a bubble says about whether the person is done: completeness and control words.
+//! What the text of a bubble says about whether the person is done: the punctuation and word
+//! rules of completeness, and control words.
 
-use super::Attachment;
+use super::super::Attachment;
 
 /// How finished a bubble looks on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,7 +26,7 @@ pub enum ControlWord {
     Stop,
 }
 
-/// Classifies one bubble. A caption arriving after a bare photo is handled by the engine, which
+/// Classifies one bubble by its punctuation and last words. A caption arriving after a bare photo is handled by the engine, which
 /// knows the previous message.
 pub fn completeness(text: &str, attachment: Option<Attachment>) -> Completeness {
     let text = text.trim();
@@ -205,4 +206,12 @@ fn ends_with_emoji(text: &str) -> bool {
         matches!(c as u32,
             0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0x2300..=0x23FF | 0x3030 | 0x303D)
     })
+}
+
+/// Whether the text's last sentence is a question (closing quotes and brackets ignored).
+pub fn ends_in_question(text: &str) -> bool {
+    let core = text
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')', ']', '}', '»', '”', '’', '*', '_']);
+    core.ends_with(['?', '？', '⁉'])
 }
