@@ -13,6 +13,7 @@
 //! `check` whose caller went away) or `t=… deliver #N`; every reply still in flight when another
 //! line comes is delivered first (`delivered #N` in the trace), as a client that reads its answer
 //! before it acts again. A line ending in ` &` is sent concurrently: what is in flight stays so.
+//! `t=… join NAME` adds a participant (a person) while the conversation runs.
 
 use expect_test::{Expect, expect};
 use hark_core::protocol::*;
@@ -66,6 +67,12 @@ fn check(script: &str, expect: Expect) {
                 conversation.handle_delivered(now, request);
             }
             drain(&mut conversation, &mut trace, &mut in_flight);
+            continue;
+        }
+        if let Some(name) = rest.strip_prefix("join ") {
+            trace.push_str(&format!("{} join {name}\n", show_time(now)));
+            let name = ParticipantName::parse(name).unwrap();
+            conversation.add_participant(name, ParticipantKind::Human);
             continue;
         }
         let (rest, concurrent) = match rest.strip_suffix(" &") {
@@ -1316,4 +1323,39 @@ fn checking_names_who_waits_in_check() {
     assert_eq!(conversation.checking(), std::slice::from_ref(&alice));
     conversation.handle_lost(Millis(3), RequestId(3));
     assert!(conversation.checking().is_empty());
+}
+
+#[test]
+fn a_lost_result_from_before_someone_joined_rolls_back_safely() {
+    // Found by fuzzing: the receipts a lost result had told were restored from before dave
+    // joined, one entry short, and the next envelope indexed past them.
+    check(
+        r#"
+        t=0 bob send "hi"
+        t=1 alice preview &
+        t=2 join dave
+        t=3 dave read 1 &
+        t=4 lose #2
+        t=5 alice preview
+        "#,
+        expect![[r#"
+            t=0s #1 bob send "hi"
+              persist message 1 bob "hi"
+              event message 1 from bob
+              persist cursor bob=1
+              event receipt bob=1
+              reply #1 send sent seq=1 text="hi" | draft 0/0 | cursor 1
+            t=1s #2 alice preview
+              reply #2? preview text="" | incoming [1:bob:"hi"] | receipts bob=1 | draft 0/0 | cursor 1
+            t=2s join dave
+            t=3s #3 dave read 1
+              persist cursor dave=1
+              event receipt dave=1
+              reply #3? read done | receipts bob=1 | draft 0/0 | cursor 1
+            t=4s lose #2
+              delivered #3
+            t=5s #4 alice preview
+              reply #4? preview text="" | incoming [1:bob:"hi"] | receipts bob=1,dave=1 | draft 0/0 | cursor 1
+        "#]],
+    );
 }

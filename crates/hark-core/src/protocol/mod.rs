@@ -225,8 +225,13 @@ impl Conversation {
 
     /// Adds a participant (the caller has checked the name is free) and returns its index.
     pub fn add_participant(&mut self, name: ParticipantName, kind: ParticipantKind) -> usize {
+        // Every list of receipts told, also the snapshots kept for a rollback, has one entry per
+        // participant: the newcomer's receipt is news to everyone.
         for participant in &mut self.participants {
             participant.receipts_told.push(0);
+            for handover in &mut participant.pending {
+                handover.receipts_before.push(0);
+            }
         }
         let count = self.participants.len() + 1;
         self.participants.push(Participant {
