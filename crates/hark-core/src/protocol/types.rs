@@ -45,7 +45,11 @@ pub struct InvalidName;
 
 impl fmt::Display for InvalidName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a participant name is 1 to 64 characters of letters, digits, '-', '_' and '.'")
+        write!(
+            f,
+            "a participant name is 1 to {} ASCII letters, digits, '-', '_' and '.'",
+            ParticipantName::MAX_CHARS
+        )
     }
 }
 
