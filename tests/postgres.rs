@@ -126,35 +126,49 @@ async fn acknowledged_messages_survive_kill9_on_postgres() {
     let (_schema, url) = fresh_schema(None).await;
     let mut s = TestServer::start_on(&url, None).await;
     let c = s.create(&[("alice", "human"), ("bob", "human")]).await;
-    let mut acknowledged = Vec::new();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     for round in 0..3 {
-        let sends = (0..40).map(|i| {
-            let who = if i % 2 == 0 { "alice" } else { "bob" };
-            let text = format!("r{round} m{i}");
-            let client = s.client.clone();
-            let url = format!("{}/v1/conversations/{}/send", s.url, c.id);
-            let token = c.token(who).to_owned();
-            tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"text": text, "client_id": text}))
-                    .send()
-                    .await
-                    .ok()?;
-                (response.status() == 200).then_some(text)
+        // Four writers send without pause; the server is killed while their sends are in
+        // flight, once each round has seen at least ten answers.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let who = if w % 2 == 0 { "alice" } else { "bob" };
+                let client = s.client.clone();
+                let url = format!("{}/v1/conversations/{}/send", s.url, c.id);
+                let token = c.token(who).to_owned();
+                let acknowledged = Arc::clone(&acknowledged);
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let text = format!("r{round} w{w} m{i}");
+                        let Ok(response) = client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(&json!({"text": text, "client_id": text}))
+                            .send()
+                            .await
+                        else {
+                            return;
+                        };
+                        if response.status() != 200 {
+                            return;
+                        }
+                        acknowledged.lock().unwrap().push(text);
+                    }
+                })
             })
-        });
-        let sends: Vec<_> = sends.collect();
-        tokio::time::sleep(Duration::from_millis(20 + round * 15)).await;
+            .collect();
+        let before = acknowledged.lock().unwrap().len();
+        while acknowledged.lock().unwrap().len() < before + 10 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         s.kill9().await;
-        for send in sends {
-            if let Ok(Some(text)) = send.await {
-                acknowledged.push(text);
-            }
+        for writer in writers {
+            writer.await.unwrap();
         }
         s.restart().await;
     }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 30);
     let (_, history) = s
         .get(
             &format!("/v1/conversations/{}/messages?limit=1000", c.id),
