@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hark_server::mcp::{self, RemoteSession};
 use hark_server::{Server, ServerConfig};
-use hark_store::SqliteStore;
+use hark_store::{PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,8 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7878; port 0 picks a free port).
     #[arg(long, env = "HARK_LISTEN")]
     listen: Option<String>,
-    /// The SQLite database file, created if missing (default ./hark.db).
+    /// The SQLite database file, created if missing (default ./hark.db), or a PostgreSQL URL
+    /// (`postgres://user@host:port/db`) shared by several nodes.
     #[arg(long, env = "HARK_DB")]
     db: Option<PathBuf>,
     /// A TOML config file (see README).
@@ -163,8 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .db
         .or(file.server.db.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
-    let store = SqliteStore::open(&db)
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let store = open_store(&db).await?;
     let defaults = ServerConfig::default();
     let config = ServerConfig {
         mcp_allowed_hosts: file
@@ -213,13 +213,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!(
         "hark listening on http://{local} (database {})",
-        db.display()
+        describe_db(&db)
     );
     if config.admin_open {
         tracing::warn!("no admin token configured: admin routes are open on this loopback address");
     }
     let agents = hark_server::agents::Supervisor::new(agents, None);
-    Server::with_agents(Arc::new(store), config, agents, shutdown)
+    Server::with_agents(store, config, agents, shutdown)
         .serve(listener)
         .await
         .context("the server failed")?;
@@ -247,19 +247,18 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
-    if !db.exists() {
+    if postgres_url(&db).is_none() && !db.exists() {
         bail!(
             "the database {} does not exist: create the conversation with `hark serve` first",
             db.display()
         );
     }
-    let store = SqliteStore::open(&db)
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let store = open_store(&db).await?;
     let config = ServerConfig {
         limits: file.limits(),
         ..ServerConfig::default()
     };
-    let server = Server::new(Arc::new(store), config, shutdown.clone());
+    let server = Server::new(store, config, shutdown.clone());
     let session = server
         .participant_session(&conversation, &name)
         .await
@@ -268,6 +267,42 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
     // Ends the conversation tasks; every acknowledged action is already committed.
     shutdown.cancel();
     served.context("the MCP stdio session failed")
+}
+
+/// The URL in `db` when it names a PostgreSQL database rather than a SQLite file.
+fn postgres_url(db: &std::path::Path) -> Option<&str> {
+    db.to_str()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// Opens the store `db` names: a PostgreSQL URL, or else a SQLite file.
+async fn open_store(db: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match postgres_url(db) {
+        Some(url) => Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .with_context(|| format!("cannot open the database {}", describe_db(db)))?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(db)
+                .with_context(|| format!("cannot open the database {}", db.display()))?,
+        ),
+    })
+}
+
+/// `db` for a log line: a PostgreSQL URL without its password.
+fn describe_db(db: &std::path::Path) -> String {
+    let Some(url) = postgres_url(db) else {
+        return db.display().to_string();
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

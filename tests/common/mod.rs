@@ -19,6 +19,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     config: Option<String>,
     env: Vec<(String, String)>,
+    /// The `--db` argument when it is not the temporary directory's `hark.db` (a PostgreSQL URL).
+    db_arg: Option<String>,
     /// Where the server's stderr goes, if not to the test's.
     log: Option<PathBuf>,
     pub client: reqwest::Client,
@@ -40,7 +42,21 @@ impl TestServer {
         TestServer::start_inner(config, env, true).await
     }
 
+    /// Starts on the database `db` (a PostgreSQL URL) instead of a temporary SQLite file.
+    pub async fn start_on(db: &str, config: Option<&str>) -> TestServer {
+        TestServer::start_inner_on(config, &[], false, Some(db.to_owned())).await
+    }
+
     async fn start_inner(config: Option<&str>, env: &[(&str, &str)], logged: bool) -> TestServer {
+        TestServer::start_inner_on(config, env, logged, None).await
+    }
+
+    async fn start_inner_on(
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        logged: bool,
+        db_arg: Option<String>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let env: Vec<(String, String)> = env
             .iter()
@@ -50,6 +66,7 @@ impl TestServer {
         let log = logged.then(|| dir.path().join("server.log"));
         let (child, url) = spawn(
             dir.path(),
+            db_arg.as_deref(),
             config.as_deref(),
             &env,
             "127.0.0.1:0",
@@ -62,6 +79,7 @@ impl TestServer {
             dir,
             config,
             env,
+            db_arg,
             log,
             client: reqwest::Client::new(),
         }
@@ -87,6 +105,7 @@ impl TestServer {
     pub async fn restart(&mut self) {
         let (child, url) = spawn(
             self.dir.path(),
+            self.db_arg.as_deref(),
             self.config.as_deref(),
             &self.env,
             "127.0.0.1:0",
@@ -340,6 +359,7 @@ impl Events {
 
 async fn spawn(
     dir: &Path,
+    db: Option<&str>,
     config: Option<&str>,
     env: &[(String, String)],
     listen: &str,
@@ -351,7 +371,7 @@ async fn spawn(
         .arg("--listen")
         .arg(listen)
         .arg("--db")
-        .arg(dir.join("hark.db"))
+        .arg(db.map_or_else(|| dir.join("hark.db"), PathBuf::from))
         .env_remove("HARK_ADMIN_TOKEN")
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())

@@ -1,14 +1,16 @@
-//! hark's storage: one [`Store`] interface, and [`SqliteStore`], the embedded default.
+//! hark's storage: one [`Store`] interface, [`SqliteStore`], the embedded default, and
+//! [`PostgresStore`], for several nodes on one database.
 #![warn(missing_docs)]
 //!
 //! The interface speaks in the core's terms (messages, participants, durable effects), never in
-//! SQL or wire formats, so that a PostgreSQL implementation for several nodes can be added beside
-//! SQLite without touching the core or the server.
+//! SQL or wire formats: the PostgreSQL implementation sits beside SQLite without touching the
+//! core or the server, and both pass one contract suite (`tests/contract.rs`).
 //!
 //! **Invariant:** when [`Store::commit`] returns `Ok`, every effect it was given is durable (on
 //! disk, fsynced), and a batch is applied whole or not at all.
 
 mod agent_state;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -16,6 +18,7 @@ use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, Par
 use hark_core::time::Millis;
 use hark_core::turn::PersonRhythm;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A token's SHA-256 digest: tokens themselves are never stored.
@@ -184,4 +187,16 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+}
+
+/// A stored participant name, or [`StoreError::Corrupt`].
+fn parse_name(raw: &str) -> Result<ParticipantName, StoreError> {
+    ParticipantName::parse(raw)
+        .map_err(|_| StoreError::Corrupt(format!("invalid participant name {raw:?}")))
+}
+
+/// A stored participant kind, or [`StoreError::Corrupt`].
+fn parse_kind(raw: &str) -> Result<ParticipantKind, StoreError> {
+    ParticipantKind::parse(raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("invalid participant kind {raw:?}")))
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{Effect, Message, ParticipantName, ParticipantRecord};
 use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent_state;
 use crate::{
     AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, StoredParticipant, TokenHash, TokenOwner,
+    StoredConversation, StoredParticipant, TokenHash, TokenOwner, parse_kind, parse_name,
 };
 
 /// The schema, applied in order; `PRAGMA user_version` records how many have run.
@@ -645,216 +645,10 @@ fn messages_after(
     Ok(messages)
 }
 
-fn parse_name(raw: &str) -> Result<ParticipantName, StoreError> {
-    ParticipantName::parse(raw)
-        .map_err(|_| StoreError::Corrupt(format!("invalid participant name {raw:?}")))
-}
-
-fn parse_kind(raw: &str) -> Result<ParticipantKind, StoreError> {
-    ParticipantKind::parse(raw)
-        .ok_or_else(|| StoreError::Corrupt(format!("invalid participant kind {raw:?}")))
-}
-
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 fn poisoned() -> StoreError {
     StoreError::Unavailable("the connection pool is poisoned".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn participant(name: &str, hash: u8) -> NewParticipant {
-        NewParticipant {
-            name: ParticipantName::parse(name).unwrap(),
-            kind: ParticipantKind::Human,
-            agent: None,
-            token_hash: [hash; 32],
-        }
-    }
-
-    fn message(seq: u64, from: &str, text: &str) -> Arc<Message> {
-        Arc::new(Message {
-            seq,
-            id: format!("c-{seq}"),
-            from: ParticipantName::parse(from).unwrap(),
-            text: text.into(),
-            sent_at: Millis(1_000 + seq),
-            client_id: Some(format!("k{seq}")),
-        })
-    }
-
-    #[tokio::test]
-    async fn round_trips_a_conversation_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        {
-            let store = SqliteStore::open(&path).unwrap();
-            store
-                .create_conversation(NewConversation {
-                    id: "c".into(),
-                    title: Some("plans".into()),
-                    created_at: Millis(5),
-                    participants: vec![participant("alice", 1), participant("bob", 2)],
-                })
-                .await
-                .unwrap();
-            let alice = ParticipantName::parse("alice").unwrap();
-            store
-                .commit(
-                    "c",
-                    vec![
-                        Effect::PushSegment {
-                            participant: alice.clone(),
-                            text: "a".into(),
-                        },
-                        Effect::PushSegment {
-                            participant: alice.clone(),
-                            text: "b".into(),
-                        },
-                        Effect::PushSegment {
-                            participant: alice.clone(),
-                            text: "c".into(),
-                        },
-                        Effect::PopSegment {
-                            participant: alice.clone(),
-                        },
-                        Effect::InsertMessage(message(1, "bob", "hi")),
-                        Effect::SetCursor {
-                            participant: alice.clone(),
-                            cursor: 1,
-                        },
-                        Effect::SetCursor {
-                            participant: alice.clone(),
-                            cursor: 0,
-                        },
-                    ],
-                )
-                .await
-                .unwrap();
-            let err = store
-                .add_participant("c", participant("alice", 3))
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::NameTaken));
-            let err = store
-                .add_participant("nope", participant("zed", 4))
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::NotFound));
-        }
-        let store = SqliteStore::open(&path).unwrap();
-        let loaded = store.load_conversation("c").await.unwrap().unwrap();
-        assert_eq!(loaded.title.as_deref(), Some("plans"));
-        assert_eq!(loaded.participants.len(), 2);
-        let alice = &loaded.participants[0].record;
-        assert_eq!(alice.name.as_str(), "alice");
-        assert_eq!(alice.cursor, 1, "a cursor never moves back");
-        assert_eq!(alice.draft_segments, vec!["a".to_owned(), "b".to_owned()]);
-        assert_eq!(loaded.messages.len(), 1);
-        assert_eq!(loaded.messages[0].text, "hi");
-        assert_eq!(loaded.messages[0].client_id.as_deref(), Some("k1"));
-        let owner = store.find_token([2; 32]).await.unwrap().unwrap();
-        assert_eq!(owner.name.as_str(), "bob");
-        assert!(store.find_token([9; 32]).await.unwrap().is_none());
-        assert!(store.load_conversation("other").await.unwrap().is_none());
-        assert!(store.conversation_exists("c").await.unwrap());
-        assert!(!store.conversation_exists("other").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_failing_commit_applies_nothing_and_spares_other_jobs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("t.db")).unwrap();
-        store
-            .create_conversation(NewConversation {
-                id: "c".into(),
-                title: None,
-                created_at: Millis(0),
-                participants: vec![participant("alice", 1)],
-            })
-            .await
-            .unwrap();
-        store
-            .commit("c", vec![Effect::InsertMessage(message(1, "alice", "one"))])
-            .await
-            .unwrap();
-        // The same seq twice violates the primary key: the whole batch must be refused.
-        let alice = ParticipantName::parse("alice").unwrap();
-        let bad = store.commit(
-            "c",
-            vec![
-                Effect::PushSegment {
-                    participant: alice,
-                    text: "x".into(),
-                },
-                Effect::InsertMessage(message(1, "alice", "again")),
-            ],
-        );
-        let good = store.commit("c", vec![Effect::InsertMessage(message(2, "alice", "two"))]);
-        let (bad, good) = tokio::join!(bad, good);
-        assert!(bad.is_err());
-        good.unwrap();
-        let loaded = store.load_conversation("c").await.unwrap().unwrap();
-        assert_eq!(loaded.messages.len(), 2);
-        assert!(loaded.participants[0].record.draft_segments.is_empty());
-        let page = store.messages_after("c", 1, 10).await.unwrap();
-        assert_eq!(page.len(), 1);
-        assert_eq!(page[0].text, "two");
-    }
-
-    #[tokio::test]
-    async fn agent_state_round_trips_and_its_marks_never_move_back() {
-        use hark_core::turn::PersonRhythm;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let coach = ParticipantName::parse("coach").unwrap();
-        let mut rhythm = PersonRhythm::default();
-        rhythm.observe_gap(3_000);
-        rhythm.observe_typing_start();
-        {
-            let store = SqliteStore::open(&path).unwrap();
-            assert_eq!(store.load_agent_state("c", &coach).await.unwrap(), None);
-            let state = AgentState {
-                epoch: 7,
-                answered_up_to: 12,
-                rhythm,
-            };
-            store.save_agent_state("c", &coach, state).await.unwrap();
-            // An older snapshot (a task that lagged) cannot take the marks back.
-            let older = AgentState {
-                epoch: 3,
-                answered_up_to: 2,
-                rhythm: PersonRhythm::default(),
-            };
-            store.save_agent_state("c", &coach, older).await.unwrap();
-        }
-        let store = SqliteStore::open(&path).unwrap();
-        let loaded = store.load_agent_state("c", &coach).await.unwrap().unwrap();
-        assert_eq!((loaded.epoch, loaded.answered_up_to), (7, 12));
-        assert_eq!(
-            loaded.rhythm,
-            PersonRhythm::default(),
-            "the rhythm is the latest"
-        );
-        let state = AgentState {
-            epoch: 8,
-            answered_up_to: 13,
-            rhythm,
-        };
-        store
-            .save_agent_state("c", &coach, state.clone())
-            .await
-            .unwrap();
-        assert_eq!(
-            store.load_agent_state("c", &coach).await.unwrap(),
-            Some(state)
-        );
-    }
 }

@@ -1,0 +1,519 @@
+//! The store's contract, one suite for both backends: every test runs against SQLite (a file in a
+//! temporary directory) and against PostgreSQL (a fresh schema in the database named by
+//! `HARK_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`; `.ci/run` starts the
+//! server). A PostgreSQL that cannot be reached fails the PostgreSQL half: it is never skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName};
+use hark_core::time::Millis;
+use hark_core::turn::PersonRhythm;
+use hark_store::{
+    AgentState, NewConversation, NewParticipant, PostgresStore, SqliteStore, Store, StoreError,
+};
+
+/// Where a test's store lives, so that it can be opened again (a restart).
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn postgres_base() -> String {
+    std::env::var("HARK_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned())
+}
+
+/// A raw connection to the test database, for setting up schemas and damaging rows.
+async fn raw_postgres(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed by these tests: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let base = postgres_base();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let schema = format!(
+            "hark_test_{}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        raw_postgres(&base)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Backend::Postgres { url, schema }
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path().join("t.db")).unwrap()),
+            Backend::Postgres { url, .. } => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        }
+    }
+
+    /// Runs one statement on the raw database, beside the store (to damage a row, say).
+    async fn raw(&self, sql: &str) {
+        match self {
+            Backend::Sqlite(dir) => {
+                let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres { url, .. } => {
+                raw_postgres(url).await.batch_execute(sql).await.unwrap()
+            }
+        }
+    }
+
+    async fn finish(self) {
+        if let Backend::Postgres { schema, .. } = self {
+            raw_postgres(&postgres_base())
+                .await
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Each contract test, once per backend.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let backend = super::Backend::sqlite();
+                super::$test(&backend).await;
+                backend.finish().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let backend = super::Backend::postgres().await;
+                super::$test(&backend).await;
+                backend.finish().await;
+            })*
+        }
+    };
+}
+
+contract!(
+    round_trips_a_conversation_across_reopen,
+    a_failing_commit_applies_nothing_and_spares_other_jobs,
+    agent_state_round_trips_and_its_marks_never_move_back,
+    concurrent_commits_all_land_in_order,
+    a_client_id_is_unique_per_sender_in_the_database,
+    agents_are_listed_in_join_order,
+    damaged_rows_are_an_error_not_a_panic,
+);
+
+fn name(raw: &str) -> ParticipantName {
+    ParticipantName::parse(raw).unwrap()
+}
+
+fn participant(raw: &str, hash: u8) -> NewParticipant {
+    NewParticipant {
+        name: name(raw),
+        kind: ParticipantKind::Human,
+        agent: None,
+        token_hash: [hash; 32],
+    }
+}
+
+fn message(seq: u64, from: &str, text: &str, client_id: Option<&str>) -> Arc<Message> {
+    Arc::new(Message {
+        seq,
+        id: format!("c-{seq}"),
+        from: name(from),
+        text: text.into(),
+        sent_at: Millis(1_000 + seq),
+        client_id: client_id.map(str::to_owned),
+    })
+}
+
+async fn create(store: &dyn Store, id: &str, participants: Vec<NewParticipant>) {
+    store
+        .create_conversation(NewConversation {
+            id: id.into(),
+            title: None,
+            created_at: Millis(0),
+            participants,
+        })
+        .await
+        .unwrap();
+}
+
+async fn round_trips_a_conversation_across_reopen(backend: &Backend) {
+    {
+        let store = backend.open().await;
+        store
+            .create_conversation(NewConversation {
+                id: "c".into(),
+                title: Some("plans".into()),
+                created_at: Millis(5),
+                participants: vec![participant("alice", 1), participant("bob", 2)],
+            })
+            .await
+            .unwrap();
+        let alice = name("alice");
+        let segment = |text: &str| Effect::PushSegment {
+            participant: alice.clone(),
+            text: text.into(),
+        };
+        store
+            .commit(
+                "c",
+                vec![
+                    segment("a"),
+                    segment("b"),
+                    segment("c"),
+                    Effect::PopSegment {
+                        participant: alice.clone(),
+                    },
+                    Effect::InsertMessage(message(1, "bob", "hi", Some("k1"))),
+                    Effect::SetCursor {
+                        participant: alice.clone(),
+                        cursor: 1,
+                    },
+                    Effect::SetCursor {
+                        participant: alice.clone(),
+                        cursor: 0,
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        let err = store
+            .add_participant("c", participant("alice", 3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NameTaken), "{err}");
+        let err = store
+            .add_participant("nope", participant("zed", 4))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err}");
+        store
+            .add_participant("c", participant("carol", 5))
+            .await
+            .unwrap();
+    }
+    let store = backend.open().await;
+    store.ping().await.unwrap();
+    let loaded = store.load_conversation("c").await.unwrap().unwrap();
+    assert_eq!(loaded.title.as_deref(), Some("plans"));
+    assert_eq!(loaded.created_at, Millis(5));
+    let names: Vec<_> = loaded
+        .participants
+        .iter()
+        .map(|p| p.record.name.as_str())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"], "in the order they joined");
+    let alice = &loaded.participants[0].record;
+    assert_eq!(alice.cursor, 1, "a cursor never moves back");
+    assert_eq!(alice.draft_segments, vec!["a".to_owned(), "b".to_owned()]);
+    assert!(loaded.participants[1].record.draft_segments.is_empty());
+    assert_eq!(loaded.messages.len(), 1);
+    assert_eq!(loaded.messages[0].text, "hi");
+    assert_eq!(loaded.messages[0].id, "c-1");
+    assert_eq!(loaded.messages[0].sent_at, Millis(1_001));
+    assert_eq!(loaded.messages[0].client_id.as_deref(), Some("k1"));
+    let owner = store.find_token([2; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (owner.conversation.as_str(), owner.name.as_str()),
+        ("c", "bob")
+    );
+    assert!(store.find_token([9; 32]).await.unwrap().is_none());
+    assert!(store.load_conversation("other").await.unwrap().is_none());
+    assert!(store.conversation_exists("c").await.unwrap());
+    assert!(!store.conversation_exists("other").await.unwrap());
+}
+
+async fn a_failing_commit_applies_nothing_and_spares_other_jobs(backend: &Backend) {
+    let store = backend.open().await;
+    create(&*store, "c", vec![participant("alice", 1)]).await;
+    store
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(1, "alice", "one", None))],
+        )
+        .await
+        .unwrap();
+    // The same seq twice violates the primary key: the whole batch must be refused, and the
+    // jobs committed beside it (in the same group commit, most likely) must land.
+    let bad = store.commit(
+        "c",
+        vec![
+            Effect::PushSegment {
+                participant: name("alice"),
+                text: "x".into(),
+            },
+            Effect::InsertMessage(message(1, "alice", "again", None)),
+        ],
+    );
+    let good = store.commit(
+        "c",
+        vec![Effect::InsertMessage(message(2, "alice", "two", None))],
+    );
+    let (bad, good) = tokio::join!(bad, good);
+    assert!(bad.is_err());
+    good.unwrap();
+    let loaded = store.load_conversation("c").await.unwrap().unwrap();
+    let texts: Vec<_> = loaded.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    assert!(loaded.participants[0].record.draft_segments.is_empty());
+    let page = store.messages_after("c", 1, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].text, "two");
+    assert!(store.messages_after("c", 0, 0).await.unwrap().is_empty());
+}
+
+async fn agent_state_round_trips_and_its_marks_never_move_back(backend: &Backend) {
+    let coach = name("coach");
+    let mut rhythm = PersonRhythm::default();
+    rhythm.observe_gap(3_000);
+    rhythm.observe_typing_start();
+    {
+        let store = backend.open().await;
+        assert_eq!(store.load_agent_state("c", &coach).await.unwrap(), None);
+        let state = AgentState {
+            epoch: 7,
+            answered_up_to: 12,
+            rhythm,
+        };
+        store.save_agent_state("c", &coach, state).await.unwrap();
+        // An older snapshot (a task that lagged) cannot take the marks back.
+        let older = AgentState {
+            epoch: 3,
+            answered_up_to: 2,
+            rhythm: PersonRhythm::default(),
+        };
+        store.save_agent_state("c", &coach, older).await.unwrap();
+    }
+    let store = backend.open().await;
+    let loaded = store.load_agent_state("c", &coach).await.unwrap().unwrap();
+    assert_eq!((loaded.epoch, loaded.answered_up_to), (7, 12));
+    assert_eq!(
+        loaded.rhythm,
+        PersonRhythm::default(),
+        "the rhythm is the latest"
+    );
+    let state = AgentState {
+        epoch: 8,
+        answered_up_to: 13,
+        rhythm,
+    };
+    store
+        .save_agent_state("c", &coach, state.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_agent_state("c", &coach).await.unwrap(),
+        Some(state)
+    );
+}
+
+/// Many conversations committing at once (as many pushes do): every commit that answered `Ok`
+/// is there, once, and each log is gapless.
+async fn concurrent_commits_all_land_in_order(backend: &Backend) {
+    const CONVERSATIONS: usize = 8;
+    const MESSAGES: u64 = 40;
+    let store = backend.open().await;
+    for c in 0..CONVERSATIONS {
+        create(
+            &*store,
+            &format!("c{c}"),
+            vec![participant("alice", c as u8 + 1)],
+        )
+        .await;
+    }
+    let writers = (0..CONVERSATIONS).map(|c| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let id = format!("c{c}");
+            for seq in 1..=MESSAGES {
+                let text = format!("{id} {seq}");
+                store
+                    .commit(
+                        &id,
+                        vec![
+                            Effect::InsertMessage(message(seq, "alice", &text, None)),
+                            Effect::SetCursor {
+                                participant: name("alice"),
+                                cursor: seq,
+                            },
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap();
+    }
+    for c in 0..CONVERSATIONS {
+        let id = format!("c{c}");
+        let loaded = store.load_conversation(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.messages.len() as u64, MESSAGES);
+        for (i, m) in loaded.messages.iter().enumerate() {
+            assert_eq!(m.text, format!("{id} {}", i + 1));
+        }
+        assert_eq!(loaded.participants[0].record.cursor, MESSAGES);
+    }
+}
+
+/// `client_id` idempotency rests on the database: a second message with the same client id from
+/// the same sender is refused by it, whatever the caller believed; another sender may reuse it.
+async fn a_client_id_is_unique_per_sender_in_the_database(backend: &Backend) {
+    let store = backend.open().await;
+    create(
+        &*store,
+        "c",
+        vec![participant("alice", 1), participant("bob", 2)],
+    )
+    .await;
+    store
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(1, "alice", "hi", Some("k")))],
+        )
+        .await
+        .unwrap();
+    let again = store
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(2, "alice", "hi", Some("k")))],
+        )
+        .await;
+    assert!(again.is_err(), "the same client id twice must be refused");
+    store
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(2, "bob", "hi", Some("k")))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.messages_after("c", 0, 10).await.unwrap().len(), 2);
+}
+
+async fn agents_are_listed_in_join_order(backend: &Backend) {
+    let store = backend.open().await;
+    let agent = |raw: &str, hash: u8, plays: &str| NewParticipant {
+        name: name(raw),
+        kind: ParticipantKind::Agent,
+        agent: Some(plays.into()),
+        token_hash: [hash; 32],
+    };
+    create(
+        &*store,
+        "a",
+        vec![participant("alice", 1), agent("coach", 2, "coach")],
+    )
+    .await;
+    create(
+        &*store,
+        "b",
+        vec![agent("zed", 3, "helper"), agent("amy", 4, "coach")],
+    )
+    .await;
+    let listed: Vec<_> = store
+        .agent_participants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.conversation, a.name.as_str().to_owned(), a.agent))
+        .collect();
+    let expected = [
+        ("a", "coach", "coach"),
+        ("b", "zed", "helper"),
+        ("b", "amy", "coach"),
+    ]
+    .map(|(c, n, a)| (c.to_owned(), n.to_owned(), a.to_owned()));
+    assert_eq!(listed, expected);
+}
+
+/// A damaged row (written by hand, or by a bug) is a `Corrupt` error naming it, not a panic.
+async fn damaged_rows_are_an_error_not_a_panic(backend: &Backend) {
+    let store = backend.open().await;
+    create(&*store, "c", vec![participant("alice", 1)]).await;
+    store
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(1, "alice", "hi", None))],
+        )
+        .await
+        .unwrap();
+    backend
+        .raw("UPDATE messages SET sender = 'not a name!' WHERE conversation_id = 'c'")
+        .await;
+    let err = store.load_conversation("c").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("not a name!"), "{err}");
+    backend
+        .raw("UPDATE messages SET sender = 'alice', seq = 3 WHERE conversation_id = 'c'")
+        .await;
+    let err = store.load_conversation("c").await.unwrap_err();
+    assert!(err.to_string().contains("gap"), "{err}");
+    backend
+        .raw("UPDATE participants SET kind = 'robot' WHERE conversation_id = 'c'")
+        .await;
+    let err = store.find_token([1; 32]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+/// PostgreSQL only: nodes starting at once against an empty database migrate it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_starting_at_once_migrate_once() {
+    let backend = Backend::postgres().await;
+    let Backend::Postgres { url, schema } = &backend else {
+        unreachable!()
+    };
+    let opens = (0..4).map(|_| PostgresStore::connect(url));
+    for store in futures::future::join_all(opens).await {
+        store.unwrap().ping().await.unwrap();
+    }
+    let raw = raw_postgres(url).await;
+    let rows = raw
+        .query(&format!("SELECT version FROM {schema}.hark_schema"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one version row");
+    assert!(rows[0].get::<_, i32>(0) >= 1);
+    backend.finish().await;
+}
+
+/// PostgreSQL only: a database that cannot be reached is `Unavailable` (the server's 503), with
+/// a sentence, and promptly.
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable() {
+    let err = match PostgresStore::connect("postgres://postgres@127.0.0.1:1/test").await {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(err) => err,
+    };
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    let err = match PostgresStore::connect("not a url").await {
+        Ok(_) => panic!("not a URL"),
+        Err(err) => err,
+    };
+    assert!(err.to_string().contains("bad PostgreSQL URL"), "{err}");
+}
