@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod process;
 mod talk;
 
 use std::net::SocketAddr;
@@ -163,15 +164,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .db
         .or(file.server.db.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+    // Held until the process ends: a second `hark serve` on this file stops here.
+    let _lock = process::lock_database(
+        &db,
+        "stop it first, or serve another --db (one server per database file)",
+    )?;
     let store = SqliteStore::open(&db)
         .with_context(|| format!("cannot open the database {}", db.display()))?;
     let defaults = ServerConfig::default();
+    let mut caps = file.caps();
+    caps.max_connections =
+        process::connections_allowed(caps.max_connections, process::raise_descriptor_limit());
     let config = ServerConfig {
-        mcp_allowed_hosts: file
-            .server
-            .mcp_allowed_hosts
-            .clone()
-            .unwrap_or_else(|| defaults.mcp_allowed_hosts.clone()),
+        allowed_hosts: file.allowed_hosts(addr.ip().is_loopback()),
+        caps,
         admin_open: admin_token.is_none(),
         admin_token,
         max_body_bytes: file
@@ -253,10 +259,15 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
             db.display()
         );
     }
+    let _lock = process::lock_database(
+        &db,
+        "while `hark serve` runs on it, use `hark mcp --url` with the participant's token",
+    )?;
     let store = SqliteStore::open(&db)
         .with_context(|| format!("cannot open the database {}", db.display()))?;
     let config = ServerConfig {
         limits: file.limits(),
+        caps: file.caps(),
         ..ServerConfig::default()
     };
     let server = Server::new(Arc::new(store), config, shutdown.clone());

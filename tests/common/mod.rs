@@ -73,6 +73,11 @@ impl TestServer {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server runs")
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("hark.db")
     }

@@ -140,8 +140,14 @@ impl Server {
         let shutdown = self.app.shutdown().clone();
         tokio::spawn(self.mcp.clone().run(shutdown.clone()));
         let router = self.router();
-        let header_timeout = Duration::from_millis(self.config.header_read_timeout_ms);
-        accept::serve(listener, router, header_timeout, shutdown).await;
+        let caps = &self.config.caps;
+        let bounds = accept::Bounds {
+            max_connections: caps.max_connections,
+            header_timeout: Duration::from_millis(self.config.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(caps.idle_timeout_ms),
+            drain: Duration::from_millis(caps.shutdown_drain_ms),
+        };
+        accept::serve(listener, router, bounds, shutdown).await;
         self.tasks.close();
         Ok(())
     }

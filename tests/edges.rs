@@ -1,0 +1,299 @@
+//! The server's edges on the real binary (issue 12): connections, idle timeouts, shutdown, the
+//! database lock and the open file limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(s: &TestServer) -> String {
+    s.url.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (bounded, so a server that never closes fails
+/// the test instead of hanging it) and returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closes the connection");
+    seen
+}
+
+/// The body of a raw HTTP/1.1 answer, as JSON.
+fn json_body(answer: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(answer);
+    let (_, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {text}"))
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_cap_is_answered_503_json_and_the_slot_comes_back() {
+    let s = TestServer::start_with(Some("[limits]\nmax_connections = 3\n"), &[]).await;
+    let addr = addr(&s);
+    // Three connections that say nothing hold every slot (the kernel queues connections, and
+    // the server accepts them in order, so these are accepted before the next one).
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        holders.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut extra).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let body = json_body(&answer);
+    assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 connections") && message.contains("max_connections"));
+
+    // A holder goes away: its slot serves the next client.
+    drop(holders.pop());
+    let mut served = false;
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut stream).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "a freed slot serves a new connection");
+}
+
+/// HTTP/2's client preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// The types of the HTTP/2 frames in `bytes`.
+fn frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    types
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_with_goaway_but_not_while_a_request_runs() {
+    let s = TestServer::start_with(Some("[limits]\nidle_timeout_ms = 300\n"), &[]).await;
+    let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+    stream.write_all(H2_PREFACE).await.unwrap();
+    let seen = read_until_closed(&mut stream).await;
+    const GOAWAY: u8 = 0x7;
+    assert!(
+        frame_types(&seen).contains(&GOAWAY),
+        "{:?}",
+        frame_types(&seen)
+    );
+
+    // A `check` that waits longer than the idle timeout keeps its connection: it is in flight.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let c = s.create(&[("alice", "human")]).await;
+    let response = client
+        .post(format!("{}/v1/conversations/{}/check", s.url, c.id))
+        .bearer_auth(c.token("alice"))
+        .json(&json!({"timeout_ms": 1500}))
+        .send()
+        .await
+        .expect("the connection stays open while the check waits");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let envelope: Value = response.json().await.unwrap();
+    assert_eq!(envelope["result"]["timed_out"], true, "{envelope}");
+}
+
+#[tokio::test]
+async fn a_request_whose_first_bytes_dribble_in_is_served() {
+    let s = TestServer::start().await;
+    // One byte, a pause, then the rest: the bytes read to tell the protocol are not lost.
+    for (first, rest) in [
+        (
+            &b"G"[..],
+            &b"ET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
+        ),
+        (&b"P"[..], &H2_PREFACE[1..]),
+    ] {
+        let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(rest).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if first == b"G" {
+            assert!(
+                answer[..n].starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                &answer[..n]
+            );
+        } else {
+            const SETTINGS: u8 = 0x4;
+            assert_eq!(frame_types(&answer[..n]).first(), Some(&SETTINGS));
+        }
+    }
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn connections_that_sent_one_byte_cost_no_polling() {
+    let s = TestServer::start().await;
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+        stream.write_all(b"P").await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = cpu_ticks(s.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(s.pid()) - before;
+    // Polling every 1 ms, 300 connections made 600,000 wake-ups in these 2 s (well over a
+    // second of CPU); waiting for bytes makes none. 50 ticks (0.5 s at 100 Hz) is far from both.
+    assert!(used < 50, "{used} clock ticks of CPU while idle");
+    // The server still answers.
+    let (status, _) = s.get("/healthz", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn sigterm_closes_an_event_stream_that_stopped_reading_after_the_drain_time() {
+    let s = TestServer::start_with(
+        Some(
+            "[server]\nmax_body_bytes = 4000000\nrate_limit_per_s = 0\n\
+             [limits]\nshutdown_drain_ms = 500\nmax_append_chars = 1000000\n\
+             max_draft_chars = 1000000\n",
+        ),
+        &[],
+    )
+    .await;
+    let mut s = s;
+    let c = s.create(&[("alice", "human"), ("bob", "human")]).await;
+    let big = "x".repeat(1_000_000);
+    for _ in 0..12 {
+        let (status, body) = s.act(&c, "bob", "send", json!({"text": big})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // An event stream whose client reads nothing: 12 MB of replay fill every buffer between.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr(&s).parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /v1/conversations/{}/events?after=0 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        c.id,
+        c.token("alice")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `terminate` fails the test if the process is still running 20 s after SIGTERM.
+    let code = s.terminate().await;
+    assert_eq!(code, Some(0));
+    drop(stream);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_is_refused_with_a_sentence() {
+    let mut s = TestServer::start().await;
+    let c = s.create(&[("alice", "human")]).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_hark"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--db")
+        .arg(s.db())
+        .env_remove("HARK_ADMIN_TOKEN")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second server stops at once")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is in use by another hark process")
+            && stderr.contains("one server per database file"),
+        "{stderr}"
+    );
+    // The first one is unaffected; once it is gone (even killed), the file is free again.
+    let (status, _) = s.act(&c, "alice", "preview", json!({})).await;
+    assert_eq!(status, 200);
+    s.kill9().await;
+    s.restart().await;
+    let (status, _) = s.act(&c, "alice", "preview", json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Started with a low soft limit, as many systems start services.
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" serve --listen 127.0.0.1:0 --db \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_hark"))
+        .arg(dir.path().join("hark.db"))
+        .env_remove("HARK_ADMIN_TOKEN")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .expect("the server starts")
+        .unwrap();
+    assert!(line.starts_with("hark listening on"), "{line}");
+    let pid = child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = row.split_whitespace().skip(3).take(2).collect();
+    assert_ne!(numbers[0], "256", "{row}");
+    assert_eq!(numbers[0], numbers[1], "soft equals hard: {row}");
+    child.kill().await.unwrap();
+}
