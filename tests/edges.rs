@@ -297,3 +297,207 @@ async fn the_open_file_limit_is_raised_to_the_hard_limit() {
     assert_eq!(numbers[0], numbers[1], "soft equals hard: {row}");
     child.kill().await.unwrap();
 }
+
+/// Sends `request` on `stream` and reads one answer: its head (lowercased) and body.
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> (String, Vec<u8>) {
+    stream.write_all(request).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if seen.len() >= end + 4 + length {
+                return (head, seen[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the answer");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_says_connection_close_and_one_after_it_keeps_the_connection() {
+    let s = TestServer::start().await;
+    let c = s.create(&[("alice", "human")]).await;
+    let path = format!("/v1/conversations/{}/append", c.id);
+    // A body read to its end: the connection serves the next request.
+    let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+    let bad_json = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{{\"te}}",
+        c.token("alice")
+    );
+    let (head, body) = exchange(&mut stream, bad_json.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("bad_request"));
+    let (head, _) = exchange(
+        &mut stream,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // Refused before the body arrived (401, 404, 413, 415): the answer says the connection ends.
+    let cases = [
+        ("401", format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer nope\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")),
+        ("404", "POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n".to_owned()),
+        ("413", format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 900000000\r\n\r\n", c.token("alice"))),
+        ("415", format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n", c.token("alice"))),
+    ];
+    for (status, request) in cases {
+        let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+        let (head, body) = exchange(&mut stream, request.as_bytes()).await;
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(head.contains("connection: close"), "{status}: {head}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn open_loopback_mode_refuses_foreign_hosts_cross_site_requests_and_non_json_writes() {
+    let s = TestServer::start().await;
+    let port = s.url.rsplit(':').next().unwrap().to_owned();
+    let create = json!({"participants": [{"name": "alice", "kind": "human"}]}).to_string();
+    let post = |host: &str, extra: &str, content_type: &str| {
+        format!(
+            "POST /v1/conversations HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: \
+             {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{create}",
+            create.len()
+        )
+    };
+    let local = format!("127.0.0.1:{port}");
+    let cases = [
+        // What a plain HTML form or a text/plain fetch can send cross-site without asking.
+        (post(&local, "", "text/plain"), "415"),
+        (post(&local, "", "application/x-www-form-urlencoded"), "415"),
+        (post(&local, "", "multipart/form-data; boundary=x"), "415"),
+        // A page whose DNS name now points at 127.0.0.1 still sends its own name.
+        (
+            post(&format!("evil.example:{port}"), "", "application/json"),
+            "403",
+        ),
+        (post("127.0.0.1:1", "", "application/json"), "403"),
+        (
+            format!(
+                "GET /v1/agents HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+            ),
+            "403",
+        ),
+        (
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: evil.example:{port}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+            "403",
+        ),
+        // Cross-site, as browsers say it.
+        (
+            post(
+                &local,
+                "Origin: http://evil.example\r\n",
+                "application/json",
+            ),
+            "403",
+        ),
+        (post(&local, "Origin: null\r\n", "application/json"), "403"),
+        (
+            post(&local, "Sec-Fetch-Site: cross-site\r\n", "application/json"),
+            "403",
+        ),
+        (
+            post(&local, "Sec-Fetch-Site: same-site\r\n", "application/json"),
+            "403",
+        ),
+        // The web chat's own requests: same origin.
+        (
+            post(
+                &local,
+                &format!("Origin: http://{local}\r\nSec-Fetch-Site: same-origin\r\n"),
+                "application/json",
+            ),
+            "201",
+        ),
+        (
+            post(
+                &format!("localhost:{port}"),
+                "",
+                "application/json; charset=utf-8",
+            ),
+            "201",
+        ),
+        (post("localhost", "", "application/json"), "201"),
+        (
+            post(&format!("[::1]:{port}"), "", "application/json"),
+            "201",
+        ),
+    ];
+    for (request, status) in cases {
+        let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+        let (head, body) = exchange(&mut stream, request.as_bytes()).await;
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{request}\n→ {head}"
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        if status != "201" {
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+    }
+
+    // A configured name is answered on any port.
+    let s =
+        TestServer::start_with(Some("[server]\nallowed_hosts = [\"Chat.Example\"]\n"), &[]).await;
+    let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+    let (head, _) = exchange(
+        &mut stream,
+        b"GET /healthz HTTP/1.1\r\nHost: chat.example:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn requests_without_a_known_token_are_rate_limited_per_address() {
+    let s = TestServer::start_with(
+        Some("[server]\nrate_limit_per_s = 2\nrate_limit_burst = 5\n"),
+        &[],
+    )
+    .await;
+    let c = s.create(&[("alice", "human")]).await;
+    let mut limited = 0;
+    for guess in 0..30 {
+        let (status, body) = s
+            .get("/v1/whoami", Some(&format!("hark_guess{guess}")))
+            .await;
+        match status {
+            401 => {}
+            429 => {
+                assert_eq!(body["error"]["code"], "rate_limited");
+                limited += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        limited > 0,
+        "30 guesses at 2/s with a burst of 5 are limited"
+    );
+    let (status, _) = s.get("/healthz", None).await;
+    assert_eq!(
+        status, 429,
+        "requests without a token share the address's allowance"
+    );
+    // A known token has its own allowance.
+    let (status, body) = s.get("/v1/whoami", Some(c.token("alice"))).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -164,7 +164,11 @@ impl TestServer {
     }
 
     pub async fn post_raw(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

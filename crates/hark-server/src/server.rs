@@ -139,7 +139,17 @@ impl Server {
         }
         let shutdown = self.app.shutdown().clone();
         tokio::spawn(self.mcp.clone().run(shutdown.clone()));
-        let router = self.router();
+        let edge = routes::edge::Edge {
+            app: self.app.clone(),
+            allowed_hosts: self
+                .config
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            port: listener.local_addr()?.port(),
+        };
+        let router = routes::edge::layer(self.router(), edge);
         let caps = &self.config.caps;
         let bounds = accept::Bounds {
             max_connections: caps.max_connections,

@@ -2,7 +2,9 @@
 //! proofs of access ([`Admin`], [`Participant`], [`Reader`]) that the service's calls take.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -10,7 +12,7 @@ use hark_core::protocol::{ParticipantKind, ParticipantName};
 use hark_store::{Store, TokenHash, TokenOwner};
 use sha2::{Digest, Sha256};
 
-use super::error::AppError;
+use super::error::{AppError, ErrorKind};
 
 /// Who is calling, as far as the token tells.
 #[derive(Clone, Debug)]
@@ -103,7 +105,8 @@ pub(crate) fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Resolves tokens and rate-limits them.
+/// Resolves tokens and rate-limits them: known tokens each on their own, everything else (no
+/// token, an unknown one) by the peer address it comes from.
 pub(crate) struct Auth {
     /// The admin token's hash; `None` with `admin_open` means admin routes are open (loopback
     /// development), `None` without it means there is no admin at all.
@@ -112,6 +115,72 @@ pub(crate) struct Auth {
     /// Tokens already resolved; tokens never change owner, so entries never go stale.
     known: RwLock<HashMap<TokenHash, TokenOwner>>,
     limiter: Option<DefaultKeyedRateLimiter<TokenHash>>,
+    peers: Option<PeerLimiter>,
+}
+
+/// The rate limit of requests without a known token, per peer address, in bounded memory:
+/// addresses whose allowance is whole again are forgotten, and beyond [`PeerLimiter::MAX_PEERS`]
+/// addresses at once, new ones are refused until some are forgotten.
+struct PeerLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Checks made while the map was large, since it was last swept.
+    unswept: AtomicU64,
+}
+
+impl PeerLimiter {
+    /// Addresses remembered at once (about 100 bytes each).
+    const MAX_PEERS: usize = 65_536;
+    /// From this many addresses, the map is swept every [`PeerLimiter::SWEEP_EVERY`] checks.
+    const SWEEP_FROM: usize = 1024;
+    const SWEEP_EVERY: u64 = 1024;
+
+    fn new(quota: Quota) -> Self {
+        PeerLimiter {
+            limiter: RateLimiter::keyed(quota),
+            unswept: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, peer: IpAddr) -> Result<(), AppError> {
+        if self.limiter.len() >= Self::SWEEP_FROM {
+            if self
+                .unswept
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(Self::SWEEP_EVERY)
+            {
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+            }
+            if self.limiter.len() >= Self::MAX_PEERS {
+                return Err(AppError::new(
+                    ErrorKind::RateLimited,
+                    "Too many clients without a token right now: retry in a moment.",
+                ));
+            }
+        }
+        self.limiter.check_key(&peer_key(peer)).map_err(|_| {
+            AppError::new(
+                ErrorKind::RateLimited,
+                "Too many requests without a known token from your address: slow down and \
+                 retry in a moment.",
+            )
+        })
+    }
+}
+
+/// The key of a peer: its IPv4 address, or its IPv6 /64 (one host's share of addresses).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
 }
 
 impl Auth {
@@ -121,15 +190,49 @@ impl Auth {
         rate_limit_per_s: u32,
         burst: u32,
     ) -> Self {
-        let limiter = NonZeroU32::new(rate_limit_per_s).map(|per_s| {
+        let quota = NonZeroU32::new(rate_limit_per_s).map(|per_s| {
             let burst = NonZeroU32::new(burst).unwrap_or(per_s);
-            RateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst))
+            Quota::per_second(per_s).allow_burst(burst)
         });
         Auth {
             admin: admin_token.map(hash_token),
             admin_open,
             known: RwLock::new(HashMap::new()),
-            limiter,
+            limiter: quota.map(RateLimiter::keyed),
+            peers: quota.map(PeerLimiter::new),
+        }
+    }
+
+    /// Admits a request from `peer` before anything else is done for it: one with a token
+    /// already known (the admin's or a resolved participant's) is limited per token later; any
+    /// other (no token, an unknown one, a malformed header) counts against its peer address.
+    pub(crate) fn screen(&self, peer: IpAddr, token: Option<&str>) -> Result<(), AppError> {
+        let Some(peers) = &self.peers else {
+            return Ok(());
+        };
+        if let Some(token) = token {
+            let hash = hash_token(token);
+            let admin = self
+                .admin
+                .is_some_and(|admin| constant_time_eq(&admin, &hash));
+            if admin
+                || self
+                    .known
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&hash)
+            {
+                return Ok(());
+            }
+        }
+        peers.check(peer)
+    }
+
+    /// The per-token limit of a token that resolved.
+    fn limit(&self, hash: &TokenHash) -> Result<(), AppError> {
+        match &self.limiter {
+            Some(limiter) if limiter.check_key(hash).is_err() => Err(AppError::rate_limited()),
+            _ => Ok(()),
         }
     }
 
@@ -150,16 +253,12 @@ impl Auth {
             return Ok(Caller::Anonymous);
         };
         let hash = hash_token(token);
-        if let Some(limiter) = &self.limiter
-            && limiter.check_key(&hash).is_err()
-        {
-            return Err(AppError::rate_limited());
-        }
         // Comparing digests of equal length keeps the comparison free of token-dependent timing.
         if self
             .admin
             .is_some_and(|admin| constant_time_eq(&admin, &hash))
         {
+            self.limit(&hash)?;
             return Ok(Caller::Admin);
         }
         let cached = self
@@ -179,6 +278,9 @@ impl Auth {
                 owner
             }
         };
+        // Only tokens that resolved get a limiter entry of their own: random ones would each
+        // keep one for ever. Those are limited by their peer address (`screen`).
+        self.limit(&hash)?;
         Ok(Caller::Participant(owner.into()))
     }
 

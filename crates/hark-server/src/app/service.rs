@@ -88,6 +88,12 @@ impl App {
         self.0.auth.caller(token, &*self.0.store).await
     }
 
+    /// Admits a request from `peer` carrying `token` (if any) before anything is done for it:
+    /// requests without a known token are rate-limited per peer address.
+    pub fn screen(&self, peer: std::net::IpAddr, token: Option<&str>) -> Result<(), AppError> {
+        self.0.auth.screen(peer, token)
+    }
+
     /// The caller may use admin routes (the admin token, or anyone on an open loopback server).
     pub fn admin(&self, caller: &Caller) -> Result<Admin, AppError> {
         self.0.auth.admin(caller)

@@ -89,18 +89,6 @@ struct McpState {
     owners: Arc<SessionOwners>,
 }
 
-/// The `Host` names rmcp's guard answers: loopback and the configured ones (none: any).
-fn rmcp_hosts(allowed: &[String]) -> Vec<String> {
-    if allowed.iter().any(|h| h == "*") {
-        return Vec::new();
-    }
-    ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .map(String::from)
-        .chain(allowed.iter().cloned())
-        .collect()
-}
-
 /// The `/mcp` route, to be merged into the server's router.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     app: App,
@@ -108,8 +96,9 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     shutdown: McpShutdown,
 ) -> Router<S> {
     let rmcp_config = StreamableHttpServerConfig::default()
-        // rmcp's DNS-rebinding guard: only these `Host` values are served (empty: any).
-        .with_allowed_hosts(rmcp_hosts(&config.allowed_hosts))
+        // rmcp's DNS-rebinding guard is off: the server's own `Host` check (`routes::edge`)
+        // guards every route, `/mcp` included, with one allow-list.
+        .disable_allowed_hosts()
         // Ends every MCP session and stream when the server shuts down (just after the tool
         // calls in flight answered), so that graceful shutdown does not wait on them.
         .with_cancellation_token(shutdown.end.child_token())
