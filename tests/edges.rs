@@ -501,3 +501,141 @@ async fn requests_without_a_known_token_are_rate_limited_per_address() {
     let (status, body) = s.get("/v1/whoami", Some(c.token("alice"))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn event_streams_per_participant_are_capped_and_a_closed_one_frees_its_slot() {
+    let s = TestServer::start_with(Some("[limits]\nmax_streams_per_participant = 2\n"), &[]).await;
+    let c = s.create(&[("alice", "human"), ("bob", "human")]).await;
+    let first = s.events(&c, "alice", None).await;
+    let _second = s.events(&c, "alice", None).await;
+    let path = format!("/v1/conversations/{}/events", c.id);
+    let (status, body) = s.get(&path, Some(c.token("alice"))).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "limit_reached");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2 event streams") && message.contains("max_streams_per_participant"));
+    // Another participant has slots of its own.
+    let _bob = s.events(&c, "bob", None).await;
+    // Alice closes one: its slot comes back once the server sees it gone.
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..200 {
+        let response = s
+            .client
+            .get(format!("{}{path}", s.url))
+            .bearer_auth(c.token("alice"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "a closed stream frees its slot");
+}
+
+/// Opens an MCP session with `token`: (status, session id, body).
+async fn initialize(s: &TestServer, token: &str) -> (u16, Option<String>, Value) {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "test", "version": "1"}},
+    });
+    let response = s
+        .client
+        .post(format!("{}/mcp", s.url))
+        .header("Accept", "application/json, text/event-stream")
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, session, json)
+}
+
+#[tokio::test]
+async fn mcp_sessions_are_capped_per_participant_and_in_total() {
+    let s = TestServer::start_with(
+        Some("[limits]\nmax_mcp_sessions_per_participant = 2\nmax_mcp_sessions = 3\n"),
+        &[],
+    )
+    .await;
+    let c = s
+        .create(&[("alice", "agent"), ("bob", "agent"), ("carol", "agent")])
+        .await;
+    let (status, first, _) = initialize(&s, c.token("alice")).await;
+    assert_eq!(status, 200);
+    assert_eq!(initialize(&s, c.token("alice")).await.0, 200);
+    let (status, _, body) = initialize(&s, c.token("alice")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["data"]["code"], "limit_reached");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_mcp_sessions_per_participant"),
+        "{body}"
+    );
+    assert_eq!(initialize(&s, c.token("bob")).await.0, 200);
+    let (status, _, body) = initialize(&s, c.token("carol")).await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 MCP sessions") && message.contains("max_mcp_sessions)"));
+    // Ending a session frees its slot.
+    let ended = s
+        .client
+        .delete(format!("{}/mcp", s.url))
+        .bearer_auth(c.token("alice"))
+        .header("mcp-session-id", first.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    assert_eq!(initialize(&s, c.token("carol")).await.0, 200);
+}
+
+#[tokio::test]
+async fn participants_are_capped_added_ones_included() {
+    let s = TestServer::start_with(Some("[limits]\nmax_participants = 3\n"), &[]).await;
+    let c = s.create(&[("alice", "human"), ("bob", "human")]).await;
+    let add = |name: &str| {
+        let body = json!({"name": name, "kind": "human"})
+            .to_string()
+            .into_bytes();
+        let path = format!("/v1/conversations/{}/participants", c.id);
+        let s = &s;
+        async move { s.post_raw(&path, None, body).await }
+    };
+    assert_eq!(add("carol").await.0, 201);
+    let (status, body) = add("dave").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "limit_reached");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_participants")
+    );
+    // Nor can a conversation start with more.
+    let (status, body) = s
+        .post_raw(
+            "/v1/conversations",
+            None,
+            json!({"participants": [
+                {"name": "a", "kind": "human"}, {"name": "b", "kind": "human"},
+                {"name": "c", "kind": "human"}, {"name": "d", "kind": "human"}]})
+            .to_string()
+            .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -75,6 +75,7 @@ impl Server {
         let state = HttpState {
             app: self.app.clone(),
             config: Arc::clone(&self.config),
+            streams: Arc::default(),
         };
         let mcp =
             crate::mcp::http::router(self.app.clone(), Arc::clone(&self.config), self.mcp.clone());
