@@ -639,3 +639,54 @@ async fn participants_are_capped_added_ones_included() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// Sets or clears the immutable attribute of `path` (`chattr`, root on most Linux file
+/// systems): the one way to make a file unwritable for root. `false` where it cannot be done.
+fn immutable(path: &std::path::Path, on: bool) -> bool {
+    std::process::Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn healthz_is_503_while_the_store_cannot_write_and_a_read_only_file_is_refused_at_start() {
+    let mut s = TestServer::start().await;
+    let c = s.create(&[("alice", "human")]).await;
+    let (status, _) = s.get("/healthz", None).await;
+    assert_eq!(status, 200);
+    let wal = s.dir.path().join("hark.db-wal");
+    if !immutable(&wal, true) {
+        eprintln!(
+            "skipped: chattr +i is not available here (needs root and a file system with it)"
+        );
+        return;
+    }
+    let (status, body) = s.get("/healthz", None).await;
+    let (acted, _) = s.act(&c, "alice", "send", json!({"text": "lost?"})).await;
+    immutable(&wal, false);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(acted, 503, "writes fail too, as healthz said");
+    let (status, _) = s.get("/healthz", None).await;
+    assert_eq!(status, 200, "writable again, healthy again");
+
+    s.terminate().await;
+    let db = s.db();
+    assert!(immutable(&db, true));
+    let started = tokio::process::Command::new(env!("CARGO_BIN_EXE_hark"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--db")
+        .arg(&db)
+        .env_remove("HARK_ADMIN_TOKEN")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), started).await;
+    immutable(&db, false);
+    let output = output.expect("the server stops at once").unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("read-only"), "{stderr}");
+}

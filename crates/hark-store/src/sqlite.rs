@@ -86,6 +86,8 @@ enum Write {
     AddParticipant(String, NewParticipant),
     Commit(String, Vec<Effect>),
     AgentState(String, ParticipantName, AgentState),
+    /// A write that changes nothing but still reaches the disk: whether the store can write.
+    Probe,
 }
 
 struct Job {
@@ -98,6 +100,13 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path)?;
+        // SQLite opens a file it may not write read-only, and every write would then fail.
+        if writer.is_readonly(rusqlite::MAIN_DB).map_err(unavailable)? {
+            return Err(StoreError::Unavailable(format!(
+                "the database file {} is read-only: hark needs to write it",
+                path.display()
+            )));
+        }
         migrate(&mut writer)?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
@@ -158,9 +167,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Writes through the writer thread and commits (with whatever else is queued): healthy
+    /// means a write reaches the disk now, not only that a read answers.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
-            .await
+        self.write(Write::Probe).await
     }
 
     async fn create_conversation(&self, conversation: NewConversation) -> Result<(), StoreError> {
@@ -447,6 +457,11 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
                 ])
             })
             .map(drop)
+            .map_err(unavailable),
+        // Setting the schema version to itself rewrites the database header, so the commit
+        // really goes to the disk: a read-only file or a full disk fails here.
+        Write::Probe => tx
+            .execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
             .map_err(unavailable),
     }
 }
