@@ -100,14 +100,15 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path)?;
-        // SQLite opens a file it may not write read-only, and every write would then fail.
-        if writer.is_readonly(rusqlite::MAIN_DB).map_err(unavailable)? {
-            return Err(StoreError::Unavailable(format!(
-                "the database file {} is read-only: hark needs to write it",
-                path.display()
-            )));
-        }
         migrate(&mut writer)?;
+        // SQLite opens a file it may not write read-only, and every write would then fail:
+        // one write now says so at start.
+        probe(&writer).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "the database file {} cannot be written (read-only?): {e}",
+                path.display()
+            ))
+        })?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
             readers.push(open_connection(&path)?);
@@ -460,10 +461,14 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
             .map_err(unavailable),
         // Setting the schema version to itself rewrites the database header, so the commit
         // really goes to the disk: a read-only file or a full disk fails here.
-        Write::Probe => tx
-            .execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
-            .map_err(unavailable),
+        Write::Probe => probe(tx).map_err(unavailable),
     }
+}
+
+/// Sets the schema version to itself: this rewrites the database header, so its commit really
+/// goes to the disk, and a read-only file or a full disk fails it.
+fn probe(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
 }
 
 fn insert_participant(
