@@ -690,3 +690,29 @@ async fn healthz_is_503_while_the_store_cannot_write_and_a_read_only_file_is_ref
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("read-only"), "{stderr}");
 }
+
+#[tokio::test]
+async fn bench_floods_hold_what_they_say_and_measure_a_new_client() {
+    for (kind, field) in [
+        ("h1", "held_connections"),
+        ("h2c", "held_connections"),
+        ("byte", "held_connections"),
+        ("mcp", "mcp_sessions"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hark"))
+            .args(["bench", "--flood", "20", "--flood-kind", kind, "--json"])
+            .env_remove("HARK_ADMIN_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{kind}: {output:?}");
+        let figures: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(figures[field], 20, "{kind}: {figures}");
+        assert_eq!(figures["refused"], 0, "{kind}: {figures}");
+        assert_eq!(figures["new_client_errors_flooded"], 0, "{kind}: {figures}");
+        assert!(
+            figures["new_client_p99_ms_flooded"].is_number(),
+            "{figures}"
+        );
+    }
+}
