@@ -350,3 +350,44 @@ impl Auth {
 fn constant_time_eq(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_its_ipv4_address_or_its_ipv6_slash_64() {
+        let key = |s: &str| peer_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn an_unknown_token_counts_against_its_address_and_keeps_no_entry_of_its_own() {
+        let auth = Auth::new(Some("admin"), false, 1, 3);
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        for guess in 0..3 {
+            assert!(auth.screen(peer, Some(&format!("guess{guess}"))).is_ok());
+        }
+        let refused = auth.screen(peer, Some("guess3")).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::RateLimited);
+        assert!(
+            auth.screen(other, None).is_ok(),
+            "another address has its own allowance"
+        );
+        assert!(
+            auth.screen(peer, Some("admin")).is_ok(),
+            "a known token is not screened"
+        );
+        assert_eq!(
+            auth.limiter.as_ref().unwrap().len(),
+            0,
+            "no per-token entries for guesses"
+        );
+        assert_eq!(auth.peers.as_ref().unwrap().limiter.len(), 2);
+    }
+}

@@ -222,3 +222,36 @@ impl http_body::Body for Watched {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_split_into_name_and_port() {
+        assert_eq!(
+            split_authority("localhost:7878"),
+            Some(("localhost", Some(7878)))
+        );
+        assert_eq!(split_authority("localhost"), Some(("localhost", None)));
+        assert_eq!(split_authority("[::1]:80"), Some(("[::1]", Some(80))));
+        assert_eq!(split_authority("[::1]"), Some(("[::1]", None)));
+        assert_eq!(split_authority("host:port"), None);
+    }
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("text/plain+json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}
