@@ -41,6 +41,23 @@ pub struct BenchArgs {
     /// connection each.
     #[arg(long)]
     http2: bool,
+    /// Instead of pushes: hold this many idle connections (or MCP sessions) open, then measure
+    /// how fast a new client is answered.
+    #[arg(long)]
+    flood: Option<usize>,
+    /// With --flood: `h1` (a request answered, then idle keep-alive), `h2c` (the HTTP/2 preface,
+    /// then nothing), `byte` (one byte, then nothing) or `mcp` (initialized MCP sessions).
+    #[arg(long, value_enum, default_value_t = FloodKind::H1)]
+    flood_kind: FloodKind,
+}
+
+/// What `--flood` holds open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloodKind {
+    H1,
+    H2c,
+    Byte,
+    Mcp,
 }
 
 struct ChildServer {
@@ -56,6 +73,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (url, Some(server))
         }
     };
+    if let Some(flood) = args.flood {
+        let pid = server.as_ref().and_then(|s| s.child.id());
+        return run_flood(
+            &base,
+            args.admin_token.as_deref(),
+            flood,
+            args.flood_kind,
+            pid,
+            args.json,
+        )
+        .await;
+    }
     if let Some(checks) = args.checks {
         let pid = server.as_ref().and_then(|s| s.child.id());
         return park_checks(
@@ -355,6 +384,191 @@ async fn park_checks(
         );
     }
     Ok(())
+}
+
+/// Requests a new client makes to measure its latency, each on a connection of its own.
+const PROBES: usize = 200;
+
+/// `--flood`: holds `count` connections or MCP sessions of `kind` open, then measures what a
+/// new client waits (a fresh connection and `GET /v1/agents`, which touches no store), before
+/// and during the flood.
+async fn run_flood(
+    base: &str,
+    admin_token: Option<&str>,
+    count: usize,
+    kind: FloodKind,
+    server_pid: Option<u32>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    // The flood's connections are this process's descriptors too.
+    crate::process::raise_descriptor_limit();
+    let before = probe_latency(base).await?;
+    let before_kib = server_pid.and_then(resident_kib);
+    let addr = base
+        .strip_prefix("http://")
+        .context("--flood needs an http:// server")?
+        .to_owned();
+    let mut held = Vec::new();
+    let mut sessions = 0usize;
+    let mut refused = 0usize;
+    match kind {
+        FloodKind::Mcp => {
+            (sessions, refused) = open_mcp_sessions(base, admin_token, count).await?;
+        }
+        _ => {
+            for _ in 0..count {
+                match hold_connection(&addr, kind).await {
+                    Ok(stream) => held.push(stream),
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+    }
+    let during_kib = server_pid.and_then(resident_kib);
+    let during = probe_latency(base).await?;
+    let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+    let kind_name = format!("{kind:?}").to_lowercase();
+    let figures = json!({
+        "flood": count,
+        "kind": kind_name,
+        "held_connections": held.len(),
+        "mcp_sessions": sessions,
+        "refused": refused,
+        "server_rss_mib_before": mib(before_kib),
+        "server_rss_mib_flooded": mib(during_kib),
+        "new_client_p50_ms_before": before.0,
+        "new_client_p99_ms_before": before.1,
+        "new_client_p50_ms_flooded": during.0,
+        "new_client_p99_ms_flooded": during.1,
+        "new_client_errors_flooded": during.2,
+    });
+    if json_out {
+        println!("{figures}");
+    } else {
+        println!(
+            "hark bench --flood {count} --flood-kind {kind_name}: {} connections and {sessions} \
+             MCP sessions held, {refused} refused",
+            held.len()
+        );
+        if let (Some(b), Some(d)) = (mib(before_kib), mib(during_kib)) {
+            println!("  server resident memory  {b:.1} MiB before, {d:.1} MiB flooded");
+        }
+        println!(
+            "  a new client ({PROBES} requests, a connection each)  p50 {:.2} ms, p99 {:.2} ms \
+             before; p50 {:.2} ms, p99 {:.2} ms flooded ({} errors)",
+            before.0, before.1, during.0, during.1, during.2
+        );
+    }
+    drop(held);
+    Ok(())
+}
+
+/// One idle connection of `kind`.
+async fn hold_connection(addr: &str, kind: FloodKind) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    match kind {
+        FloodKind::H1 => {
+            stream
+                .write_all(b"GET /v1/agents HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await?;
+            let mut answer = [0u8; 1024];
+            let n = stream.read(&mut answer).await?;
+            if !answer[..n].starts_with(b"HTTP/1.1 200") {
+                bail!("refused");
+            }
+        }
+        FloodKind::H2c => {
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .await?;
+        }
+        FloodKind::Byte => stream.write_all(b"G").await?,
+        FloodKind::Mcp => unreachable!("MCP sessions are opened over HTTP"),
+    }
+    Ok(stream)
+}
+
+/// Opens `count` MCP sessions, eight per participant (the default per-participant cap):
+/// (opened, refused).
+async fn open_mcp_sessions(
+    base: &str,
+    admin_token: Option<&str>,
+    count: usize,
+) -> anyhow::Result<(usize, usize)> {
+    const PER_PARTICIPANT: usize = 8;
+    const PARTICIPANTS: usize = 64;
+    let client = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    while tokens.len() * PER_PARTICIPANT < count {
+        let participants: Vec<Value> = (0..PARTICIPANTS)
+            .map(|i| json!({"name": format!("p{i}"), "kind": "agent"}))
+            .collect();
+        let mut request = client
+            .post(format!("{base}/v1/conversations"))
+            .json(&json!({"participants": participants}));
+        if let Some(token) = admin_token {
+            request = request.bearer_auth(token);
+        }
+        let created: Value = checked(request.send().await?).await?.json().await?;
+        for p in created["participants"]
+            .as_array()
+            .context("no participants")?
+        {
+            tokens.push(p["token"].as_str().context("no token")?.to_owned());
+        }
+    }
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "hark-bench", "version": "1"}},
+    });
+    let (mut opened, mut refused) = (0, 0);
+    for i in 0..count {
+        let response = client
+            .post(format!("{base}/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .bearer_auth(&tokens[i / PER_PARTICIPANT])
+            .json(&initialize)
+            .send()
+            .await?;
+        if response.status().is_success() && response.headers().contains_key("mcp-session-id") {
+            opened += 1;
+        } else {
+            refused += 1;
+        }
+        let _ = response.bytes().await;
+    }
+    Ok((opened, refused))
+}
+
+/// p50 and p99 in milliseconds of [`PROBES`] requests, each on a new connection, and how many
+/// failed.
+async fn probe_latency(base: &str) -> anyhow::Result<(f64, f64, usize)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let mut samples = Vec::with_capacity(PROBES);
+    let mut errors = 0;
+    for _ in 0..PROBES {
+        let started = Instant::now();
+        let answered = client.get(format!("{base}/v1/agents")).send().await;
+        match answered {
+            Ok(response) if response.status().is_success() => {
+                let _ = response.bytes().await;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            _ => errors += 1,
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok((at(0.5), at(0.99), errors))
 }
 
 /// Resident memory of a process in KiB (Linux; `None` elsewhere).

@@ -11,7 +11,7 @@
 //! sse_keepalive_ms = 15000    # keep-alive comments on event streams
 //! header_read_timeout_ms = 10000
 //! body_read_timeout_ms = 30000
-//! mcp_allowed_hosts = ["localhost", "127.0.0.1", "::1"]   # Host values /mcp answers; [] = any
+//! allowed_hosts = ["chat.example.com"]   # Host names answered besides loopback; "*" = any
 //!
 //! [limits]
 //! max_append_chars = 2000
@@ -20,6 +20,14 @@
 //! max_check_ms = 60000
 //! typing_timeout_ms = 8000    # also the built-in agents' turn engine's lease length
 //! max_client_id_chars = 128
+//! max_connections = 4096      # lowered to what the descriptor limit allows
+//! idle_timeout_ms = 60000     # an HTTP/2 connection without a request in flight
+//! shutdown_drain_ms = 10000   # SIGTERM: time to finish, then what is left is closed
+//! max_streams_per_participant = 8
+//! max_mcp_sessions_per_participant = 8
+//! max_mcp_sessions = 1024
+//! mcp_session_idle_ms = 120000
+//! max_participants = 256      # per conversation, added ones included
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -51,7 +59,9 @@ pub struct ServerSection {
     pub sse_keepalive_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
-    /// `Host` header values `/mcp` answers (DNS-rebinding guard); default loopback, `[]` any.
+    /// Host names answered besides the loopback names (DNS-rebinding guard); `"*"` any.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// The older name of `allowed_hosts`, when only `/mcp` checked `Host`; `[]` meant any.
     pub mcp_allowed_hosts: Option<Vec<String>>,
 }
 
@@ -64,6 +74,14 @@ pub struct LimitsSection {
     pub max_check_ms: Option<u64>,
     pub typing_timeout_ms: Option<u64>,
     pub max_client_id_chars: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_ms: Option<u64>,
+    pub shutdown_drain_ms: Option<u64>,
+    pub max_streams_per_participant: Option<usize>,
+    pub max_mcp_sessions_per_participant: Option<usize>,
+    pub max_mcp_sessions: Option<usize>,
+    pub mcp_session_idle_ms: Option<u64>,
+    pub max_participants: Option<usize>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).
@@ -265,6 +283,52 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+    }
+
+    /// The server's resource caps: `[limits]`' keys beside the protocol's. A cap of 0 would
+    /// refuse everything, so each is at least 1.
+    pub fn caps(&self) -> hark_server::Caps {
+        let mut caps = hark_server::Caps::default();
+        let l = &self.limits;
+        if let Some(v) = l.max_connections {
+            caps.max_connections = v.max(1);
+        }
+        if let Some(v) = l.idle_timeout_ms {
+            caps.idle_timeout_ms = v.max(1);
+        }
+        if let Some(v) = l.shutdown_drain_ms {
+            caps.shutdown_drain_ms = v;
+        }
+        if let Some(v) = l.max_streams_per_participant {
+            caps.max_streams_per_participant = v.max(1);
+        }
+        if let Some(v) = l.max_mcp_sessions_per_participant {
+            caps.max_mcp_sessions_per_participant = v.max(1);
+        }
+        if let Some(v) = l.max_mcp_sessions {
+            caps.max_mcp_sessions = v.max(1);
+        }
+        if let Some(v) = l.mcp_session_idle_ms {
+            caps.mcp_session_idle_ms = v.max(1);
+        }
+        if let Some(v) = l.max_participants {
+            caps.max_participants = v.max(1);
+        }
+        caps
+    }
+
+    /// Host names answered besides the loopback names: `allowed_hosts`, else the older
+    /// `mcp_allowed_hosts` (whose `[]` meant any), else any on a public address (which needs an
+    /// admin token) and none on a loopback one.
+    pub fn allowed_hosts(&self, loopback: bool) -> Vec<String> {
+        let any = || vec!["*".to_owned()];
+        match (&self.server.allowed_hosts, &self.server.mcp_allowed_hosts) {
+            (Some(hosts), _) => hosts.clone(),
+            (None, Some(hosts)) if hosts.is_empty() => any(),
+            (None, Some(hosts)) => hosts.clone(),
+            (None, None) if loopback => Vec::new(),
+            (None, None) => any(),
+        }
     }
 
     pub fn limits(&self) -> hark_core::protocol::Limits {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod process;
 mod talk;
 
 use std::net::SocketAddr;
@@ -164,14 +165,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .db
         .or(file.server.db.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+    // Held until the process ends: a second `hark serve` on this file stops here (a
+    // PostgreSQL database is not locked: see the README).
+    let _lock = match postgres_url(&db) {
+        Some(_) => None,
+        None => Some(process::lock_database(
+            &db,
+            "stop it first, or serve another --db (one server per database file)",
+        )?),
+    };
     let store = open_store(&db).await?;
     let defaults = ServerConfig::default();
+    let mut caps = file.caps();
+    caps.max_connections =
+        process::connections_allowed(caps.max_connections, process::raise_descriptor_limit());
     let config = ServerConfig {
-        mcp_allowed_hosts: file
-            .server
-            .mcp_allowed_hosts
-            .clone()
-            .unwrap_or_else(|| defaults.mcp_allowed_hosts.clone()),
+        allowed_hosts: file.allowed_hosts(addr.ip().is_loopback()),
+        caps,
         admin_open: admin_token.is_none(),
         admin_token,
         max_body_bytes: file
@@ -253,9 +263,17 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
             db.display()
         );
     }
+    let _lock = match postgres_url(&db) {
+        Some(_) => None,
+        None => Some(process::lock_database(
+            &db,
+            "while `hark serve` runs on it, use `hark mcp --url` with the participant's token",
+        )?),
+    };
     let store = open_store(&db).await?;
     let config = ServerConfig {
         limits: file.limits(),
+        caps: file.caps(),
         ..ServerConfig::default()
     };
     let server = Server::new(store, config, shutdown.clone());

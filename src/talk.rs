@@ -67,6 +67,7 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<()> {
         .db
         .clone()
         .unwrap_or_else(|| temp.path().join("talk.db"));
+    let _lock = crate::process::lock_database(&db, "stop the other process first")?;
     let store = SqliteStore::open(&db)?;
     let (activity_tx, mut activity) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();

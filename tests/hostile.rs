@@ -30,6 +30,13 @@ async fn raw(url: &str, request: &[u8]) -> (u16, String) {
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        out.push_str("Content-Type: application/json\r\n");
+    }
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -74,7 +81,7 @@ async fn malformed_bodies_are_400_or_413_never_500() {
     }
     // A body larger than the limit without a Content-Length (chunked) is refused too.
     let mut chunked = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .into_bytes();
     for _ in 0..20 {
@@ -109,7 +116,7 @@ async fn tokens_paths_and_numbers_that_try_tricks() {
         (request("POST", &format!("/v1/conversations/{id}/preview"), &[("Authorization", "Basic YWxpY2U6eA==")], b"{}"), &[401]),
         (request("POST", &format!("/v1/conversations/{id}/preview"), &[("Authorization", "Bearer")], b"{}"), &[401]),
         (request("POST", &format!("/v1/conversations/{id}/preview"), &[("Authorization", &long_token)], b"{}"), &[401, 431]),
-        (b"POST /v1/conversations/x/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), &[401]),
+        (b"POST /v1/conversations/x/preview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xff\xfe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), &[401]),
         (request("GET", &format!("/v1/conversations/{id}/../../healthz"), &[], b""), &[200, 400, 404]),
         (request("GET", &format!("/v1/conversations/{id}/%2e%2e/messages"), &[("Authorization", &alice)], b""), &[400, 404, 405]),
         (request("GET", "/v1/conversations/%00/messages", &[("Authorization", &alice)], b""), &[403, 404]),
@@ -155,7 +162,7 @@ async fn slow_clients_are_cut_off_while_everyone_else_is_served() {
     for _ in 0..200 {
         let mut stream = TcpStream::connect(&addr).await.unwrap();
         stream
-            .write_all(b"POST /v1/conversations HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .write_all(b"POST /v1/conversations HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await
             .unwrap();
         lorises.push(stream);
@@ -185,7 +192,7 @@ async fn slow_clients_are_cut_off_while_everyone_else_is_served() {
     // A body that never completes is refused with 408.
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     let head = format!(
-        "POST /v1/conversations/{}/append HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"text\": \"",
+        "POST /v1/conversations/{}/append HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"text\": \"",
         c.id,
         c.token("alice")
     );

@@ -401,8 +401,13 @@ async fn mcp_allowed_hosts_default_to_loopback_and_are_configurable() {
         initialize_with_host(&s, c.token("bob"), "hark.example").await,
         200
     );
+    // Loopback names stay answered beside the configured ones; any other name is not.
     assert_eq!(
         initialize_with_host(&s, c.token("bob"), "127.0.0.1").await,
+        200
+    );
+    assert_eq!(
+        initialize_with_host(&s, c.token("bob"), "other.example").await,
         403
     );
 }

@@ -91,6 +91,11 @@ impl TestServer {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server runs")
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("hark.db")
     }
@@ -178,7 +183,11 @@ impl TestServer {
     }
 
     pub async fn post_raw(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

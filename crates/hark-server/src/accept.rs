@@ -1,38 +1,89 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one listener.
 //!
 //! Hand-written rather than `axum::serve`, because that one sets no timer and so no header-read
-//! timeout: a client dribbling headers could hold a socket forever. Each connection's first
-//! bytes decide its protocol; on shutdown every connection drains gracefully.
+//! timeout: a client dribbling headers could hold a socket forever. What it keeps bounded:
+//! - connections: at most `max_connections` at once; one more is answered a `503` JSON error
+//!   and closed (a few at a time: beyond that it is closed at once);
+//! - slow first bytes: the bytes that decide the protocol are read (and replayed to hyper), so
+//!   a connection that sends one byte and stops costs a wait, not a poll loop; nothing within
+//!   the header-read timeout closes it;
+//! - idle connections: HTTP/1.1 waits for a request's headers (the next one's too) at most the
+//!   header-read timeout; HTTP/2 is closed (`GOAWAY`) once no request was in flight for the
+//!   idle timeout, and pinged so a vanished peer is noticed;
+//! - shutdown: every connection drains gracefully for at most the drain time, then what is left
+//!   (a client that stopped reading its event stream, say) is closed.
+//!
+//! Each request carries its [`Peer`] address in its extensions.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
 /// Concurrent requests one HTTP/2 connection may carry.
 const MAX_HTTP2_STREAMS: u32 = 16_384;
 /// How long to wait before accepting again after `accept` failed (out of descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// HTTP/2 pings a connection this often while it is open, and closes it when the answer takes
+/// longer than this: a peer that vanished without closing is noticed.
+const HTTP2_PING: Duration = Duration::from_secs(30);
+/// Connections refused at the cap that may be answered at once; more are closed unanswered.
+const REFUSING_MAX: usize = 64;
+/// How long a refused connection is given to take its answer.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
 
-type HttpService = TowerToHyperService<axum::Router>;
+/// The address of the peer a request came from (in the request's extensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
-/// Serves `router` on `listener` until `shutdown` fires and every connection has finished.
+/// What the accept loop keeps bounded, and for how long.
+#[derive(Clone, Debug)]
+pub(crate) struct Bounds {
+    /// Open connections at once.
+    pub(crate) max_connections: usize,
+    /// Time to send the first bytes and then a request's headers (HTTP/1.1).
+    pub(crate) header_timeout: Duration,
+    /// Time an HTTP/2 connection may stay without a request in flight.
+    pub(crate) idle_timeout: Duration,
+    /// Time connections get to finish after shutdown fired.
+    pub(crate) drain: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` fires and every connection has finished (or
+/// the drain time has passed and the rest were closed).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    header_timeout: Duration,
+    bounds: Bounds,
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
+    // Cancelled when the drain time is over: every connection still open is dropped.
+    let force = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
+    let refusing = Arc::new(Semaphore::new(REFUSING_MAX));
+    let bounds = Arc::new(bounds);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Running out of file descriptors must not end the server: back off.
                     tracing::warn!(%error, "accept failed");
@@ -41,84 +92,343 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                let max = bounds.max_connections;
+                tokio::spawn(async move {
+                    refuse(stream, max).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let shutdown = shutdown.clone();
-        // HTTP/1.1, and HTTP/2 with prior knowledge (h2c): a client that keeps many calls
-        // open (thousands of waiting `check`s) multiplexes them on one connection instead
-        // of paying hyper's fixed 16 KiB of buffers per HTTP/1.1 connection. A small task
-        // peeks at the preface and spawns the connection's own task, so an HTTP/1.1
-        // connection's future is not sized for HTTP/2's state machine.
-        let tracker = connections.clone();
+        let connection = Connection {
+            router: router.clone(),
+            peer: Peer(peer),
+            bounds: Arc::clone(&bounds),
+            shutdown: shutdown.clone(),
+            force: force.clone(),
+        };
         connections.spawn(async move {
-            match tokio::time::timeout(header_timeout, is_http2_preface(&stream)).await {
-                Ok(Ok(true)) => tracker.spawn(serve_http2(stream, service, shutdown)),
-                Ok(Ok(false)) => {
-                    tracker.spawn(serve_http1(stream, service, shutdown, header_timeout))
-                }
-                // Nothing arrived in time, or the peer went away: drop the connection.
-                Ok(Err(_)) | Err(_) => return,
-            };
+            connection.run(stream).await;
+            drop(slot);
         });
     }
     drop(listener);
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(bounds.drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_ms = bounds.drain.as_millis() as u64,
+            "connections still open after the drain time are closed"
+        );
+        force.cancel();
+        connections.wait().await;
+    }
 }
 
-async fn serve_http1(
-    stream: TcpStream,
-    service: HttpService,
+/// One accepted connection, before its protocol is known.
+struct Connection {
+    router: axum::Router,
+    peer: Peer,
+    bounds: Arc<Bounds>,
     shutdown: CancellationToken,
-    header_timeout: Duration,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    until_shutdown(
-        builder.serve_connection(TokioIo::new(stream), service),
-        shutdown,
-    )
-    .await;
+    force: CancellationToken,
 }
 
-async fn serve_http2(stream: TcpStream, service: HttpService, shutdown: CancellationToken) {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_HTTP2_STREAMS);
-    until_shutdown(
-        builder.serve_connection(TokioIo::new(stream), service),
-        shutdown,
-    )
-    .await;
-}
+impl Connection {
+    async fn run(self, mut stream: TcpStream) {
+        // HTTP/1.1, and HTTP/2 with prior knowledge (h2c): a client that keeps many calls open
+        // (thousands of waiting `check`s) multiplexes them on one connection instead of paying
+        // hyper's fixed 16 KiB of buffers per HTTP/1.1 connection. The HTTP/1.1 and HTTP/2
+        // futures are boxed separately, so an HTTP/1.1 connection is not sized for HTTP/2's
+        // state machine.
+        let first = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            first = tokio::time::timeout(self.bounds.header_timeout, first_bytes(&mut stream)) => first,
+        };
+        // Nothing arrived in time, or the peer went away: drop the connection.
+        let Ok(Ok((head, http2))) = first else {
+            return;
+        };
+        let io = TokioIo::new(Rewound { head, stream });
+        if http2 {
+            Box::pin(self.serve_http2(io)).await
+        } else {
+            Box::pin(self.serve_http1(io)).await
+        }
+    }
 
-/// Serves a connection until it ends; on shutdown, lets its requests in flight finish first.
-async fn until_shutdown<C: GracefulConnection>(connection: C, shutdown: CancellationToken) {
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+    async fn serve_http1(self, io: TokioIo<Rewound>) {
+        let activity = Arc::new(Activity::default());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.bounds.header_timeout);
+        let service = self.service(&activity);
+        let connection = builder.serve_connection(io, service);
+        // HTTP/1.1 idles in hyper's header read, which its own timer bounds.
+        drive(connection, &self.shutdown, &self.force, None).await;
+    }
+
+    async fn serve_http2(self, io: TokioIo<Rewound>) {
+        let activity = Arc::new(Activity::default());
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_HTTP2_STREAMS)
+            .keep_alive_interval(HTTP2_PING)
+            .keep_alive_timeout(HTTP2_PING);
+        let service = self.service(&activity);
+        let connection = builder.serve_connection(io, service);
+        let idle = (Arc::clone(&activity), self.bounds.idle_timeout);
+        drive(connection, &self.shutdown, &self.force, Some(idle)).await;
+    }
+
+    /// The router as this connection's hyper service.
+    fn service(&self, activity: &Arc<Activity>) -> PeerService {
+        PeerService {
+            router: self.router.clone(),
+            peer: self.peer,
+            activity: Arc::clone(activity),
         }
     }
 }
 
-/// Whether the connection opens with HTTP/2's preface (`PRI * HTTP/2.0…`), without consuming
-/// anything. HTTP/1.1 methods never start with "PR", so two bytes decide.
-async fn is_http2_preface(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut head = [0u8; 2];
-    loop {
-        let n = stream.peek(&mut head).await?;
-        match n {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            1 if head[0] != b'P' => return Ok(false),
-            // One byte so far, and it could start either: wait for the next.
-            1 => tokio::time::sleep(Duration::from_millis(1)).await,
-            _ => return Ok(&head == b"PR"),
+/// The router for one connection: each request learns its peer, and counts as activity until
+/// its response body is done or dropped.
+#[derive(Clone)]
+struct PeerService {
+    router: axum::Router,
+    peer: Peer,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for PeerService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        let busy = Busy::new(&self.activity);
+        // A `Router` is always ready: no `poll_ready` needed.
+        let response = self.router.clone().call(request.map(Body::new));
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Body::new(WhileBusy { body, _busy: busy })))
+        })
+    }
+}
+
+/// Serves `connection` until it ends. On shutdown its requests in flight may finish (the
+/// graceful path), until `force` fires; with `idle`, it is also shut down gracefully once no
+/// request was in flight for that long.
+async fn drive<C: GracefulConnection>(
+    connection: C,
+    shutdown: &CancellationToken,
+    force: &CancellationToken,
+    idle: Option<(Arc<Activity>, Duration)>,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let idle_for = || async {
+        match &idle {
+            Some((activity, timeout)) => activity.idle_for(*timeout).await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.cancelled() => {}
+        () = idle_for() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    // HTTP/2's graceful end waits for the peer to acknowledge a ping; a peer that never does
+    // is dropped once the connection has been idle that long again.
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = force.cancelled() => {}
+        () = idle_for() => {}
+    }
+}
+
+/// Reads the first bytes of a connection, enough to tell HTTP/2's preface (`PRI * HTTP/2.0…`)
+/// from HTTP/1.1: methods never start with "PR", so two bytes decide. The bytes are consumed
+/// (and replayed by [`Rewound`]), so a peer that sends one byte and stops is simply awaited.
+async fn first_bytes(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut head = vec![0u8; 2];
+    let mut filled = 0;
+    while filled < 2 {
+        let n = stream.read(&mut head[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+        if head[0] != b'P' {
+            break;
+        }
+    }
+    head.truncate(filled);
+    let http2 = head == b"PR";
+    Ok((head, http2))
+}
+
+/// Answers a connection beyond the cap with a `503` and closes it.
+async fn refuse(mut stream: TcpStream, max_connections: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":{{\"code\":\"unavailable\",\"message\":\"The server holds its limit of \
+         {max_connections} connections ([limits] max_connections): retry in a moment.\"}}}}"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answered = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes, so that closing does not reset the
+        // connection (and with it the answer) under unread bytes.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSE_LINGER, answered).await;
+}
+
+/// A connection with the bytes read to tell its protocol put back in front.
+struct Rewound {
+    head: Vec<u8>,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.head.is_empty() {
+            let n = self.head.len().min(buf.remaining());
+            buf.put_slice(&self.head[..n]);
+            self.head.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Requests in flight on one connection.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Requests ever started: an idle period is over as soon as one starts.
+    started: AtomicU64,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Returns once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                changed.await;
+                continue;
+            }
+            let started = self.started.load(Ordering::Acquire);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(timeout) => {
+                    if self.in_flight.load(Ordering::Acquire) == 0
+                        && self.started.load(Ordering::Acquire) == started
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One request in flight, from its arrival until its response body is done or dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::AcqRel);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_waiters();
+        Busy(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight while it is alive.
+struct WhileBusy {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for WhileBusy {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

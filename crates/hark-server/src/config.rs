@@ -12,22 +12,65 @@ pub struct ServerConfig {
     pub admin_open: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Requests per second allowed per token; 0 turns the limit off.
+    /// Requests per second allowed per token, and per peer address for requests without a
+    /// known token; 0 turns the limit off.
     pub rate_limit_per_s: u32,
-    /// Requests a token may make in a burst above the steady rate.
+    /// Requests a token (or a peer) may make in a burst above the steady rate.
     pub rate_limit_burst: u32,
     /// Interval of SSE keep-alive comments, in milliseconds.
     pub keepalive_ms: u64,
     /// A connection that has not sent a request's headers within this long is closed
-    /// (slow-loris defence).
+    /// (slow-loris defence); an idle HTTP/1.1 keep-alive connection too.
     pub header_read_timeout_ms: u64,
     /// A request body that has not fully arrived within this long is refused.
     pub body_read_timeout_ms: u64,
     /// The protocol's limits. `typing_timeout_ms` is also the built-in agents' engine's: one
     /// source for the lease length everyone sees.
     pub limits: Limits,
-    /// `Host` header values `/mcp` answers (rmcp's DNS-rebinding guard); empty allows any.
-    pub mcp_allowed_hosts: Vec<String>,
+    /// The server's own resource caps (`[limits]` in the config file, beside the protocol's).
+    pub caps: Caps,
+    /// Host names answered besides the loopback names with the bound port (`localhost`,
+    /// `127.0.0.1`, `[::1]`); `"*"` answers any `Host` (a public server behind its own names).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// How much of the machine one server, one participant or one conversation may hold: every
+/// resource a client can make the server keep has a cap here, and reaching it is a 4xx JSON
+/// error whose sentence names the knob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Open connections at once; one more is answered `503` and closed.
+    pub max_connections: usize,
+    /// An HTTP/2 connection without a request in flight for this long is closed (HTTP/1.1
+    /// keep-alive connections wait at most `header_read_timeout_ms` for their next request).
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM, connections get this long to finish; what is left is then closed.
+    pub shutdown_drain_ms: u64,
+    /// Event streams one participant may hold open.
+    pub max_streams_per_participant: usize,
+    /// MCP sessions one participant may hold open.
+    pub max_mcp_sessions_per_participant: usize,
+    /// MCP sessions open at once on the whole server.
+    pub max_mcp_sessions: usize,
+    /// An MCP session without a request for this long ends.
+    pub mcp_session_idle_ms: u64,
+    /// Participants one conversation may have, added ones included.
+    pub max_participants: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_connections: 4096,
+            idle_timeout_ms: 60_000,
+            shutdown_drain_ms: 10_000,
+            max_streams_per_participant: 8,
+            max_mcp_sessions_per_participant: 8,
+            max_mcp_sessions: 1024,
+            mcp_session_idle_ms: 120_000,
+            max_participants: 256,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -42,16 +85,8 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             limits: Limits::default(),
-            mcp_allowed_hosts: default_mcp_allowed_hosts(),
+            caps: Caps::default(),
+            allowed_hosts: Vec::new(),
         }
     }
-}
-
-/// Loopback only, as rmcp defaults: a browser page elsewhere cannot reach a local `hark serve`
-/// through a DNS name it controls.
-pub fn default_mcp_allowed_hosts() -> Vec<String> {
-    ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .map(String::from)
-        .collect()
 }

@@ -23,6 +23,6 @@ mod wire;
 
 pub use app::{AppError, ErrorKind};
 pub use clock::Clock;
-pub use config::{ServerConfig, default_mcp_allowed_hosts};
+pub use config::{Caps, ServerConfig};
 pub use routes::{ApiError, decode_action_request};
 pub use server::Server;

@@ -75,6 +75,7 @@ impl Server {
         let state = HttpState {
             app: self.app.clone(),
             config: Arc::clone(&self.config),
+            streams: Arc::default(),
         };
         let mcp =
             crate::mcp::http::router(self.app.clone(), Arc::clone(&self.config), self.mcp.clone());
@@ -139,9 +140,25 @@ impl Server {
         }
         let shutdown = self.app.shutdown().clone();
         tokio::spawn(self.mcp.clone().run(shutdown.clone()));
-        let router = self.router();
-        let header_timeout = Duration::from_millis(self.config.header_read_timeout_ms);
-        accept::serve(listener, router, header_timeout, shutdown).await;
+        let edge = routes::edge::Edge {
+            app: self.app.clone(),
+            allowed_hosts: self
+                .config
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            port: listener.local_addr()?.port(),
+        };
+        let router = routes::edge::layer(self.router(), edge);
+        let caps = &self.config.caps;
+        let bounds = accept::Bounds {
+            max_connections: caps.max_connections,
+            header_timeout: Duration::from_millis(self.config.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(caps.idle_timeout_ms),
+            drain: Duration::from_millis(caps.shutdown_drain_ms),
+        };
+        accept::serve(listener, router, bounds, shutdown).await;
         self.tasks.close();
         Ok(())
     }

@@ -353,8 +353,13 @@ async fn apply_batch(pool: &Pool, batch: &[Job]) -> Vec<Result<(), StoreError>> 
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        // A real write (the schema version set to itself): a read-only database or standby
+        // fails here, as every write would.
         let client = self.client().await?;
-        client.execute("SELECT 1", &[]).await.map_err(unavailable)?;
+        client
+            .execute("UPDATE hark_schema SET version = version", &[])
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 

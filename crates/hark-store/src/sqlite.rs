@@ -86,6 +86,8 @@ enum Write {
     AddParticipant(String, NewParticipant),
     Commit(String, Vec<Effect>),
     AgentState(String, ParticipantName, AgentState),
+    /// A write that changes nothing but still reaches the disk: whether the store can write.
+    Probe,
 }
 
 struct Job {
@@ -99,6 +101,14 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path)?;
         migrate(&mut writer)?;
+        // SQLite opens a file it may not write read-only, and every write would then fail:
+        // one write now says so at start.
+        probe(&writer).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "the database file {} cannot be written (read-only?): {e}",
+                path.display()
+            ))
+        })?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
             readers.push(open_connection(&path)?);
@@ -158,9 +168,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Writes through the writer thread and commits (with whatever else is queued): healthy
+    /// means a write reaches the disk now, not only that a read answers.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
-            .await
+        self.write(Write::Probe).await
     }
 
     async fn create_conversation(&self, conversation: NewConversation) -> Result<(), StoreError> {
@@ -448,7 +459,16 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
             })
             .map(drop)
             .map_err(unavailable),
+        // Setting the schema version to itself rewrites the database header, so the commit
+        // really goes to the disk: a read-only file or a full disk fails here.
+        Write::Probe => probe(tx).map_err(unavailable),
     }
+}
+
+/// Sets the schema version to itself: this rewrites the database header, so its commit really
+/// goes to the disk, and a read-only file or a full disk fails it.
+fn probe(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))
 }
 
 fn insert_participant(

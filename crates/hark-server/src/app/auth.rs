@@ -2,7 +2,9 @@
 //! proofs of access ([`Admin`], [`Participant`], [`Reader`]) that the service's calls take.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -10,7 +12,7 @@ use hark_core::protocol::{ParticipantKind, ParticipantName};
 use hark_store::{Store, TokenHash, TokenOwner};
 use sha2::{Digest, Sha256};
 
-use super::error::AppError;
+use super::error::{AppError, ErrorKind};
 
 /// Who is calling, as far as the token tells.
 #[derive(Clone, Debug)]
@@ -103,7 +105,8 @@ pub(crate) fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Resolves tokens and rate-limits them.
+/// Resolves tokens and rate-limits them: known tokens each on their own, everything else (no
+/// token, an unknown one) by the peer address it comes from.
 pub(crate) struct Auth {
     /// The admin token's hash; `None` with `admin_open` means admin routes are open (loopback
     /// development), `None` without it means there is no admin at all.
@@ -112,6 +115,72 @@ pub(crate) struct Auth {
     /// Tokens already resolved; tokens never change owner, so entries never go stale.
     known: RwLock<HashMap<TokenHash, TokenOwner>>,
     limiter: Option<DefaultKeyedRateLimiter<TokenHash>>,
+    peers: Option<PeerLimiter>,
+}
+
+/// The rate limit of requests without a known token, per peer address, in bounded memory:
+/// addresses whose allowance is whole again are forgotten, and beyond [`PeerLimiter::MAX_PEERS`]
+/// addresses at once, new ones are refused until some are forgotten.
+struct PeerLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Checks made while the map was large, since it was last swept.
+    unswept: AtomicU64,
+}
+
+impl PeerLimiter {
+    /// Addresses remembered at once (about 100 bytes each).
+    const MAX_PEERS: usize = 65_536;
+    /// From this many addresses, the map is swept every [`PeerLimiter::SWEEP_EVERY`] checks.
+    const SWEEP_FROM: usize = 1024;
+    const SWEEP_EVERY: u64 = 1024;
+
+    fn new(quota: Quota) -> Self {
+        PeerLimiter {
+            limiter: RateLimiter::keyed(quota),
+            unswept: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, peer: IpAddr) -> Result<(), AppError> {
+        if self.limiter.len() >= Self::SWEEP_FROM {
+            if self
+                .unswept
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(Self::SWEEP_EVERY)
+            {
+                self.limiter.retain_recent();
+                self.limiter.shrink_to_fit();
+            }
+            if self.limiter.len() >= Self::MAX_PEERS {
+                return Err(AppError::new(
+                    ErrorKind::RateLimited,
+                    "Too many clients without a token right now: retry in a moment.",
+                ));
+            }
+        }
+        self.limiter.check_key(&peer_key(peer)).map_err(|_| {
+            AppError::new(
+                ErrorKind::RateLimited,
+                "Too many requests without a known token from your address: slow down and \
+                 retry in a moment.",
+            )
+        })
+    }
+}
+
+/// The key of a peer: its IPv4 address, or its IPv6 /64 (one host's share of addresses).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
 }
 
 impl Auth {
@@ -121,15 +190,49 @@ impl Auth {
         rate_limit_per_s: u32,
         burst: u32,
     ) -> Self {
-        let limiter = NonZeroU32::new(rate_limit_per_s).map(|per_s| {
+        let quota = NonZeroU32::new(rate_limit_per_s).map(|per_s| {
             let burst = NonZeroU32::new(burst).unwrap_or(per_s);
-            RateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst))
+            Quota::per_second(per_s).allow_burst(burst)
         });
         Auth {
             admin: admin_token.map(hash_token),
             admin_open,
             known: RwLock::new(HashMap::new()),
-            limiter,
+            limiter: quota.map(RateLimiter::keyed),
+            peers: quota.map(PeerLimiter::new),
+        }
+    }
+
+    /// Admits a request from `peer` before anything else is done for it: one with a token
+    /// already known (the admin's or a resolved participant's) is limited per token later; any
+    /// other (no token, an unknown one, a malformed header) counts against its peer address.
+    pub(crate) fn screen(&self, peer: IpAddr, token: Option<&str>) -> Result<(), AppError> {
+        let Some(peers) = &self.peers else {
+            return Ok(());
+        };
+        if let Some(token) = token {
+            let hash = hash_token(token);
+            let admin = self
+                .admin
+                .is_some_and(|admin| constant_time_eq(&admin, &hash));
+            if admin
+                || self
+                    .known
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&hash)
+            {
+                return Ok(());
+            }
+        }
+        peers.check(peer)
+    }
+
+    /// The per-token limit of a token that resolved.
+    fn limit(&self, hash: &TokenHash) -> Result<(), AppError> {
+        match &self.limiter {
+            Some(limiter) if limiter.check_key(hash).is_err() => Err(AppError::rate_limited()),
+            _ => Ok(()),
         }
     }
 
@@ -150,16 +253,12 @@ impl Auth {
             return Ok(Caller::Anonymous);
         };
         let hash = hash_token(token);
-        if let Some(limiter) = &self.limiter
-            && limiter.check_key(&hash).is_err()
-        {
-            return Err(AppError::rate_limited());
-        }
         // Comparing digests of equal length keeps the comparison free of token-dependent timing.
         if self
             .admin
             .is_some_and(|admin| constant_time_eq(&admin, &hash))
         {
+            self.limit(&hash)?;
             return Ok(Caller::Admin);
         }
         let cached = self
@@ -179,6 +278,9 @@ impl Auth {
                 owner
             }
         };
+        // Only tokens that resolved get a limiter entry of their own: random ones would each
+        // keep one for ever. Those are limited by their peer address (`screen`).
+        self.limit(&hash)?;
         Ok(Caller::Participant(owner.into()))
     }
 
@@ -247,4 +349,45 @@ impl Auth {
 
 fn constant_time_eq(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_its_ipv4_address_or_its_ipv6_slash_64() {
+        let key = |s: &str| peer_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
+
+    #[test]
+    fn an_unknown_token_counts_against_its_address_and_keeps_no_entry_of_its_own() {
+        let auth = Auth::new(Some("admin"), false, 1, 3);
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        for guess in 0..3 {
+            assert!(auth.screen(peer, Some(&format!("guess{guess}"))).is_ok());
+        }
+        let refused = auth.screen(peer, Some("guess3")).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::RateLimited);
+        assert!(
+            auth.screen(other, None).is_ok(),
+            "another address has its own allowance"
+        );
+        assert!(
+            auth.screen(peer, Some("admin")).is_ok(),
+            "a known token is not screened"
+        );
+        assert_eq!(
+            auth.limiter.as_ref().unwrap().len(),
+            0,
+            "no per-token entries for guesses"
+        );
+        assert_eq!(auth.peers.as_ref().unwrap().limiter.len(), 2);
+    }
 }

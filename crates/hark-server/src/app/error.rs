@@ -31,6 +31,9 @@ pub enum ErrorKind {
     UnknownAgent,
     /// Too many requests with one token (`rate_limited`).
     RateLimited,
+    /// A configured cap is reached: participants of a conversation, event streams or MCP
+    /// sessions of a participant (`limit_reached`). The sentence names the knob.
+    LimitReached,
     /// The store cannot serve the request right now; nothing changed (`unavailable`).
     Unavailable,
 }
@@ -50,6 +53,7 @@ impl ErrorKind {
             ErrorKind::DuplicateName => "duplicate_name",
             ErrorKind::UnknownAgent => "unknown_agent",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::LimitReached => "limit_reached",
             ErrorKind::Unavailable => "unavailable",
         }
     }

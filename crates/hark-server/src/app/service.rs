@@ -42,6 +42,8 @@ struct Inner {
     auth: Auth,
     agents: Arc<dyn AgentLauncher>,
     limits: Limits,
+    /// Participants one conversation may have.
+    max_participants: usize,
     clock: Clock,
     shutdown: CancellationToken,
 }
@@ -76,6 +78,7 @@ impl App {
             auth,
             agents,
             limits: config.limits.clone(),
+            max_participants: config.caps.max_participants,
             clock,
             shutdown,
         }))
@@ -86,6 +89,12 @@ impl App {
     /// Resolves a bearer token (rate-limited per token); `None` is an anonymous caller.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, AppError> {
         self.0.auth.caller(token, &*self.0.store).await
+    }
+
+    /// Admits a request from `peer` carrying `token` (if any) before anything is done for it:
+    /// requests without a known token are rate-limited per peer address.
+    pub fn screen(&self, peer: std::net::IpAddr, token: Option<&str>) -> Result<(), AppError> {
+        self.0.auth.screen(peer, token)
     }
 
     /// The caller may use admin routes (the admin token, or anyone on an open loopback server).
@@ -152,9 +161,10 @@ impl App {
                 "A title is at most {MAX_TITLE_CHARS} characters."
             )));
         }
-        if participants.is_empty() || participants.len() > MAX_PARTICIPANTS {
+        let most = MAX_PARTICIPANTS.min(self.0.max_participants);
+        if participants.is_empty() || participants.len() > most {
             return Err(AppError::bad_request(format!(
-                "A conversation starts with 1 to {MAX_PARTICIPANTS} participants."
+                "A conversation starts with 1 to {most} participants."
             )));
         }
         let mut stored: Vec<NewParticipant> = Vec::with_capacity(participants.len());
@@ -207,6 +217,19 @@ impl App {
     ) -> Result<CreatedParticipant, AppError> {
         let (participant, token) = self.new_participant(&spec)?;
         let handle = self.conversation(conversation).await?;
+        // Each participant costs every message's receipts and every event's fan-out: a
+        // conversation's participants are capped, added ones included. (Two adds racing at
+        // the cap may both pass; adding is the admin's, not a stranger's.)
+        let max = self.0.max_participants;
+        if handle.describe().await?.participants.len() >= max {
+            return Err(AppError::new(
+                ErrorKind::LimitReached,
+                format!(
+                    "This conversation has {max} participants, the server's limit ([limits] \
+                     max_participants): it cannot take another."
+                ),
+            ));
+        }
         handle.add_participant(participant.clone()).await?;
         self.joined(conversation, participant);
         Ok(CreatedParticipant {

@@ -45,7 +45,7 @@ use super::delivery::{RequestScope, ScopeGuard};
 use super::handler::{HarkMcp, RequestSession};
 use super::local::LocalSession;
 use crate::app::{App, Participant};
-use crate::config::ServerConfig;
+use crate::config::{Caps, ServerConfig};
 use crate::routes::delivery::Delivering;
 use crate::routes::error::ApiError;
 
@@ -96,8 +96,9 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     shutdown: McpShutdown,
 ) -> Router<S> {
     let rmcp_config = StreamableHttpServerConfig::default()
-        // rmcp's DNS-rebinding guard: only these `Host` values are served (empty: any).
-        .with_allowed_hosts(config.mcp_allowed_hosts.clone())
+        // rmcp's DNS-rebinding guard is off: the server's own `Host` check (`routes::edge`)
+        // guards every route, `/mcp` included, with one allow-list.
+        .disable_allowed_hosts()
         // Ends every MCP session and stream when the server shuts down (just after the tool
         // calls in flight answered), so that graceful shutdown does not wait on them.
         .with_cancellation_token(shutdown.end.child_token())
@@ -105,7 +106,11 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         .with_sse_keep_alive(Some(Duration::from_millis(config.keepalive_ms)));
     let limits = app.limits();
     let (default_check_ms, max_check_ms) = (limits.default_check_ms, limits.max_check_ms);
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut sessions = LocalSessionManager::default();
+    // A session without a request for this long ends (rmcp's worker times it out).
+    sessions.session_config.keep_alive =
+        Some(Duration::from_millis(config.caps.mcp_session_idle_ms));
+    let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
         move || Ok(HarkMcp::per_request(default_check_ms, max_check_ms)),
         Arc::clone(&sessions),
@@ -149,6 +154,16 @@ async fn authenticate(State(state): State<McpState>, mut request: Request, next:
         && state.owners.owner(id).as_ref() != Some(&owner)
     {
         return session_not_found();
+    }
+    // A request without a session may open one: the caps on sessions apply before it does.
+    if method == Method::POST
+        && session.is_none()
+        && let Some(refusal) = state
+            .owners
+            .refusal(&owner, &state.config.caps, &state.sessions)
+            .await
+    {
+        return refusal;
     }
     let session_for_me = LocalSession::new(state.app.clone(), me);
     request
@@ -265,6 +280,11 @@ impl SessionOwners {
         if known < Self::SWEEP_FROM || known < 2 * self.swept_at.load(Ordering::Relaxed) {
             return;
         }
+        self.sweep(sessions).await;
+    }
+
+    /// Forgets the sessions rmcp has ended.
+    async fn sweep(&self, sessions: &LocalSessionManager) {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
         let mut ended = Vec::new();
         for id in ids {
@@ -281,6 +301,53 @@ impl SessionOwners {
             owners.remove(id);
         }
         self.swept_at.store(owners.len(), Ordering::Relaxed);
+    }
+
+    /// Sessions open in all, and those of `owner`.
+    fn counts(&self, owner: &Owner) -> (usize, usize) {
+        let owners = self.lock();
+        let mine = owners.values().filter(|o| *o == owner).count();
+        (owners.len(), mine)
+    }
+
+    /// The refusal that names the cap, if `owner` may not open one more session. (Requests
+    /// racing at the cap may each open one.)
+    async fn refusal(
+        &self,
+        owner: &Owner,
+        caps: &Caps,
+        sessions: &LocalSessionManager,
+    ) -> Option<Response> {
+        let (per, total) = (caps.max_mcp_sessions_per_participant, caps.max_mcp_sessions);
+        let (all, mine) = self.counts(owner);
+        if all < total && mine < per {
+            return None;
+        }
+        // Some of them may have ended while idle: count again without those.
+        self.sweep(sessions).await;
+        let (all, mine) = self.counts(owner);
+        let refusal = |message: String| {
+            Some(jsonrpc_error(
+                StatusCode::CONFLICT,
+                SERVER_ERROR,
+                "limit_reached",
+                &message,
+            ))
+        };
+        if mine >= per {
+            return refusal(format!(
+                "You hold {per} MCP sessions open, the server's limit per participant ([limits] \
+                 max_mcp_sessions_per_participant): end one (DELETE /mcp with its session id) \
+                 or reuse it."
+            ));
+        }
+        if all >= total {
+            return refusal(format!(
+                "The server holds {total} MCP sessions, its limit ([limits] max_mcp_sessions): \
+                 retry once some have ended."
+            ));
+        }
+        None
     }
 
     fn remove(&self, id: &str) {

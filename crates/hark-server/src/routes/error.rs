@@ -76,9 +76,10 @@ fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::EmptyText | ErrorKind::TooLong | ErrorKind::UnknownAgent => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        ErrorKind::NothingToUndo | ErrorKind::EmptyDraft | ErrorKind::DuplicateName => {
-            StatusCode::CONFLICT
-        }
+        ErrorKind::NothingToUndo
+        | ErrorKind::EmptyDraft
+        | ErrorKind::DuplicateName
+        | ErrorKind::LimitReached => StatusCode::CONFLICT,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }

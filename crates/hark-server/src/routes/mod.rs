@@ -4,11 +4,14 @@
 //! `router` assembles the routes; `conversations` holds the handlers of `/v1/…`, `sse` the event
 //! stream, `input` the token and body readers, `error` the one mapping from service errors to
 //! status codes, `delivery` the response body that reports whether it reached the client,
-//! `state` what the handlers share.
+//! `state` what the handlers share, `holds` what each participant holds open, `edge` the checks every request passes first when served
+//! on a listener.
 
 mod conversations;
 pub(crate) mod delivery;
+pub(crate) mod edge;
 pub(crate) mod error;
+pub(crate) mod holds;
 mod input;
 mod router;
 mod sse;

@@ -12,7 +12,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use hark_core::protocol::{Event, Message};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,6 +48,12 @@ pub(super) async fn stream(
         ),
         None => query.after,
     };
+    let held = state.streams.take(
+        &me,
+        state.config.caps.max_streams_per_participant,
+        "event streams",
+        "max_streams_per_participant",
+    )?;
     let subscription = state.app.subscribe(&me).await?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let feeder = Feeder {
@@ -60,7 +66,12 @@ pub(super) async fn stream(
     let keepalive = KeepAlive::new()
         .interval(Duration::from_millis(state.config.keepalive_ms))
         .text("keep-alive");
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(keepalive))
+    let stream = ReceiverStream::new(rx).map(move |event| {
+        // The stream holds its slot until the client goes away and the body is dropped.
+        let _held = &held;
+        event
+    });
+    Ok(Sse::new(stream).keep_alive(keepalive))
 }
 
 struct Feeder {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::holds::Holds;
 use crate::app::App;
 use crate::config::ServerConfig;
 
@@ -13,6 +14,8 @@ pub(crate) struct HttpState {
     pub(crate) app: App,
     /// Body limits, keep-alive interval and the rest of the HTTP door's settings.
     pub(crate) config: Arc<ServerConfig>,
+    /// Event streams open, per participant.
+    pub(crate) streams: Arc<Holds>,
 }
 
 impl HttpState {
