@@ -20,6 +20,7 @@
 //! max_check_ms = 60000
 //! typing_timeout_ms = 8000    # also the built-in agents' turn engine's lease length
 //! max_client_id_chars = 128
+//! idle_conversation_ms = 60000   # unload a conversation idle this long; 0 keeps all loaded
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub struct LimitsSection {
     pub max_check_ms: Option<u64>,
     pub typing_timeout_ms: Option<u64>,
     pub max_client_id_chars: Option<usize>,
+    /// A conversation with nothing going on is unloaded from memory after this long; 0 never.
+    pub idle_conversation_ms: Option<u64>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).

@@ -199,6 +199,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .body_read_timeout_ms
             .unwrap_or(defaults.body_read_timeout_ms),
         limits: file.limits(),
+        idle_conversation_ms: file
+            .limits
+            .idle_conversation_ms
+            .unwrap_or(defaults.idle_conversation_ms),
     };
     let mut agents = Vec::new();
     for agent in &file.agent {

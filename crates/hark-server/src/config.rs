@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// `Host` header values `/mcp` answers (rmcp's DNS-rebinding guard); empty allows any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// A conversation with nothing going on (no event stream or agent subscribed, no waiting
+    /// `check`, no unconfirmed result, no typing lease) for this long is unloaded from memory;
+    /// the next request loads it again. 0 keeps every conversation loaded.
+    pub idle_conversation_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             limits: Limits::default(),
             mcp_allowed_hosts: default_mcp_allowed_hosts(),
+            idle_conversation_ms: 60_000,
         }
     }
 }
