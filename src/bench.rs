@@ -41,6 +41,14 @@ pub struct BenchArgs {
     /// connection each.
     #[arg(long)]
     http2: bool,
+    /// Instead of pushes: touch this many conversations (create each, send one message), then
+    /// idle, and report the server's resident memory at the peak and after idling.
+    #[arg(long)]
+    soak: Option<usize>,
+    /// With --soak: how long to idle afterwards, in seconds (past the server's
+    /// `idle_conversation_ms`, 60 s by default, so idle conversations are unloaded).
+    #[arg(long, default_value_t = 70.0)]
+    idle_s: f64,
     /// Instead of pushes: hold this many idle connections (or MCP sessions) open, then measure
     /// how fast a new client is answered.
     #[arg(long)]
@@ -73,6 +81,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (url, Some(server))
         }
     };
+    if let Some(conversations) = args.soak {
+        let pid = server.as_ref().and_then(|s| s.child.id());
+        return soak(
+            &base,
+            args.admin_token.as_deref(),
+            conversations,
+            pid,
+            args.idle_s,
+            args.json,
+        )
+        .await;
+    }
     if let Some(flood) = args.flood {
         let pid = server.as_ref().and_then(|s| s.child.id());
         return run_flood(
@@ -569,6 +589,128 @@ async fn probe_latency(base: &str) -> anyhow::Result<(f64, f64, usize)> {
             .unwrap_or(f64::NAN)
     };
     Ok((at(0.5), at(0.99), errors))
+}
+
+/// Touches `conversations` conversations (each created and given one message, so the server
+/// loads it), then idles for `idle_s`, sampling the server's resident memory throughout.
+async fn soak(
+    base: &str,
+    admin_token: Option<&str>,
+    conversations: usize,
+    server_pid: Option<u32>,
+    idle_s: f64,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    const WORKERS: usize = 32;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(WORKERS)
+        .build()?;
+    let before_kib = server_pid.and_then(resident_kib);
+    // The highest reading so far, sampled every 100 ms.
+    let peak_kib = Arc::new(AtomicU64::new(before_kib.unwrap_or(0)));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (peak_kib, sampling) = (Arc::clone(&peak_kib), Arc::clone(&sampling));
+        async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(kib) = server_pid.and_then(resident_kib) {
+                    peak_kib.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (client, base) = (client.clone(), base.to_owned());
+        let admin_token = admin_token.map(str::to_owned);
+        let (next, failed) = (Arc::clone(&next), Arc::clone(&failed));
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < conversations as u64 {
+                if touch(&client, &base, admin_token.as_deref()).await.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    let touch_s = started.elapsed().as_secs_f64();
+    let touched_kib = server_pid.and_then(resident_kib);
+    tokio::time::sleep(Duration::from_secs_f64(idle_s)).await;
+    let idle_kib = server_pid.and_then(resident_kib);
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+    let peak = server_pid.map(|_| peak_kib.load(Ordering::Relaxed));
+    let failed = failed.load(Ordering::Relaxed);
+    let figures = json!({
+        "conversations": conversations,
+        "failed": failed,
+        "touch_s": touch_s,
+        "conversations_per_s": conversations as f64 / touch_s,
+        "idle_s": idle_s,
+        "server_rss_mib_before": mib(before_kib),
+        "server_rss_mib_peak": mib(peak),
+        "server_rss_mib_touched": mib(touched_kib),
+        "server_rss_mib_after_idle": mib(idle_kib),
+    });
+    if json_out {
+        println!("{figures}");
+    } else {
+        println!(
+            "hark bench --soak {conversations}: touched in {touch_s:.1} s ({:.0}/s, {failed} failed), then idled {idle_s:.0} s",
+            conversations as f64 / touch_s
+        );
+        if let (Some(before), Some(peak), Some(touched), Some(idle)) =
+            (mib(before_kib), mib(peak), mib(touched_kib), mib(idle_kib))
+        {
+            println!(
+                "  server resident memory  {before:.1} MiB before, {peak:.1} MiB at the peak, {touched:.1} MiB when all were touched, {idle:.1} MiB after idling"
+            );
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} conversations could not be touched");
+    }
+    Ok(())
+}
+
+/// Creates a conversation of two and sends one message in it.
+async fn touch(
+    client: &reqwest::Client,
+    base: &str,
+    admin_token: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut request = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({
+            "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+        }));
+    if let Some(token) = admin_token {
+        request = request.bearer_auth(token);
+    }
+    let created: Value = checked(request.send().await?).await?.json().await?;
+    let id = created["id"].as_str().context("no id")?;
+    let token = created["participants"][0]["token"]
+        .as_str()
+        .context("no token")?;
+    checked(
+        client
+            .post(format!("{base}/v1/conversations/{id}/send"))
+            .bearer_auth(token)
+            .json(&json!({"text": "soak"}))
+            .send()
+            .await?,
+    )
+    .await?
+    .bytes()
+    .await?;
+    Ok(())
 }
 
 /// Resident memory of a process in KiB (Linux; `None` elsewhere).

@@ -28,6 +28,7 @@
 //! max_mcp_sessions = 1024
 //! mcp_session_idle_ms = 120000
 //! max_participants = 256      # per conversation, added ones included
+//! idle_conversation_ms = 60000   # unload a conversation idle this long; 0 keeps all loaded
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ pub struct LimitsSection {
     pub max_mcp_sessions: Option<usize>,
     pub mcp_session_idle_ms: Option<u64>,
     pub max_participants: Option<usize>,
+    /// A conversation with nothing going on is unloaded from memory after this long; 0 never.
+    pub idle_conversation_ms: Option<u64>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).

@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// Host names answered besides the loopback names with the bound port (`localhost`,
     /// `127.0.0.1`, `[::1]`); `"*"` answers any `Host` (a public server behind its own names).
     pub allowed_hosts: Vec<String>,
+    /// A conversation with nothing going on (no event stream or agent subscribed, no waiting
+    /// `check`, no unconfirmed result, no typing lease) for this long is unloaded from memory;
+    /// the next request loads it again. 0 keeps every conversation loaded.
+    pub idle_conversation_ms: u64,
 }
 
 /// How much of the machine one server, one participant or one conversation may hold: every
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             caps: Caps::default(),
             allowed_hosts: Vec::new(),
+            idle_conversation_ms: 60_000,
         }
     }
 }

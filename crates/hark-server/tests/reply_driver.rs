@@ -323,3 +323,29 @@ t=300ms  pat: what now?
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_keeps_its_conversation_loaded_and_answers_after_a_long_silence() {
+    // Conversations nobody uses are unloaded after a minute; the agent listens, so its
+    // conversation stays, and each burst is answered once however long the silence before it.
+    check(
+        r#"
+config endpoint=fixed:1000 speculate=off typing_cps=1000
+model: say "Hi." after 500ms
+model: say "Still here." after 500ms
+t=0      observer leaves
+t=0      pat: are you there?
+t=300s   loaded
+t=300s   pat: still there?
+t=400s   loaded
+"#,
+        expect![[r#"
+            0s      -- the observer leaves
+            1s      model ← [U "are you there?"]
+            300s    -- conversations loaded: 1
+            301s    model ← [U "are you there?", A "Hi.", U "still there?"]
+            400s    -- conversations loaded: 1
+        "#]],
+    )
+    .await;
+}

@@ -165,8 +165,8 @@ pub struct TokenOwner {
     pub kind: ParticipantKind,
 }
 
-/// What can go wrong in a store.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong in a store. `Clone`: one failed load answers every caller waiting for it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or failed to write; the operation may be retried.
     #[error("the store is unavailable: {0}")]

@@ -148,7 +148,11 @@ async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
 }
 
 fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+    // The server's own sentence, when it sent one ("db error" alone says nothing).
+    match e.as_db_error() {
+        Some(db) => StoreError::Unavailable(format!("PostgreSQL: {}", db.message())),
+        None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
+    }
 }
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {

@@ -517,3 +517,22 @@ async fn postgres_unreachable_is_unavailable() {
     };
     assert!(err.to_string().contains("bad PostgreSQL URL"), "{err}");
 }
+
+/// PostgreSQL only: a database that takes no writes (a standby, or read-only by setting) is
+/// refused at connect, and `ping`, what `/healthz` asks, is a real write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_only_is_refused_and_ping_writes() {
+    let backend = Backend::postgres().await;
+    let Backend::Postgres { url, .. } = &backend else {
+        unreachable!()
+    };
+    let store = PostgresStore::connect(url).await.unwrap();
+    store.ping().await.unwrap();
+    let read_only = format!("{url}%20-cdefault_transaction_read_only%3Don");
+    let err = match PostgresStore::connect(&read_only).await {
+        Ok(store) => store.ping().await.unwrap_err(),
+        Err(err) => err,
+    };
+    assert!(err.to_string().contains("read-only"), "{err}");
+    backend.finish().await;
+}

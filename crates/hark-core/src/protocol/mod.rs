@@ -433,6 +433,23 @@ impl Conversation {
         waits.chain(leases).min()
     }
 
+    /// Whether this machine holds nothing the store does not: no output to drain, no waiting
+    /// `check`, no tentative hand-over, no typing lease. A driver may then drop it and
+    /// [`Conversation::restore`] it from the store later, and nobody can tell, except that each
+    /// participant's next result tells every read receipt again (as after a restart: receipts
+    /// are told at least once).
+    pub fn is_at_rest(&self) -> bool {
+        self.outputs.is_empty()
+            && self.waiters.is_empty()
+            && self.participants.iter().all(|p| {
+                p.pending.is_empty()
+                    && p.received_beyond.is_empty()
+                    && p.handed == p.cursor
+                    && p.typing_until.is_none()
+                    && p.composing_reported != p.draft.is_empty()
+            })
+    }
+
     /// How many `check` calls are waiting.
     pub fn waiting_checks(&self) -> usize {
         self.waiters.len()

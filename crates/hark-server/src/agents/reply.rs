@@ -249,13 +249,23 @@ impl Driver {
 
     /// After the live stream lagged: feed what was missed from the store.
     async fn catch_up(&mut self) {
-        match self.ctx.messages_after(self.last_seq, 10_000).await {
-            Ok(missed) => {
-                for message in missed {
-                    self.on_message(&message);
+        loop {
+            match self.ctx.messages_after(self.last_seq, 1_000).await {
+                Ok(missed) if missed.is_empty() => break,
+                Ok(missed) => {
+                    let before = self.last_seq;
+                    for message in missed {
+                        self.on_message(&message);
+                    }
+                    if self.last_seq == before {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot catch up with missed messages");
+                    break;
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot catch up with missed messages"),
         }
     }
 

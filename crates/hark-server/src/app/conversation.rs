@@ -9,10 +9,29 @@
 //!
 //! A reply that hands something over goes out with a [`Ticket`]; the task reads the delivery
 //! reports of its own channel before every request it takes (see `app::delivery`).
+//!
+//! # Loading and eviction
+//!
+//! The [`Registry`] maps a conversation id to a slot: a load in progress (a shared future, so
+//! every request for that id waits for the same load, and no request for another id waits at
+//! all) or the live task's [`Handle`]. A task whose conversation is idle — its state machine at
+//! rest ([`Conversation::is_at_rest`]), no event stream or agent subscribed, no request queued,
+//! nobody holding its handle — for the configured idle time removes its own slot and stops; the
+//! next request loads it again from the store.
+//!
+//! **Invariant:** at most one task owns a conversation. A handle is cloned out of the registry
+//! only under its lock, and a task stops only if, under that same lock, the registry's copy is
+//! the only one left and its queue is empty: nobody can then reach the stopping task, and the
+//! next request starts a new one from what the store holds (which is everything: at rest means
+//! nothing unstored).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use hark_core::protocol::{
     Action, ActionError, Confirm, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
@@ -31,7 +50,10 @@ use crate::clock::Clock;
 /// Commands queued for one conversation's task before it stops taking more into a batch.
 const MAX_BATCH: usize = 1024;
 const COMMAND_QUEUE: usize = 4096;
-const EVENT_BUFFER: usize = 4096;
+/// Events a subscriber may fall behind by before it lags. A lagging subscriber catches up from
+/// the store (messages) and the description (receipts, composing), so this only bounds memory.
+/// The channel itself exists only while somebody subscribes.
+pub(crate) const EVENT_BUFFER: usize = 128;
 
 /// What went wrong with an action: refused by the protocol, or not stored.
 #[derive(Debug)]
@@ -88,14 +110,18 @@ enum Command {
     Subscribe(oneshot::Sender<(broadcast::Receiver<Event>, u64)>),
 }
 
-/// A cheap handle to a live conversation's task.
+/// A cheap handle to a live conversation's task. While any copy besides the registry's exists,
+/// the task does not stop for idleness.
 #[derive(Clone)]
-pub(crate) struct Handle {
-    id: Arc<str>,
+pub(crate) struct Handle(Arc<HandleState>);
+
+struct HandleState {
+    /// Which task this is (tasks of one conversation over time have different numbers).
+    task: u64,
     commands: mpsc::Sender<Command>,
     /// Delivery reports, read by the task before every command.
     reports: mpsc::UnboundedSender<Report>,
-    next_request: Arc<AtomicU64>,
+    next_request: AtomicU64,
 }
 
 impl Handle {
@@ -107,7 +133,7 @@ impl Handle {
         action: Action,
         confirm: Confirm,
     ) -> Result<Acted, ActError> {
-        let request = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let request = RequestId(self.0.next_request.fetch_add(1, Ordering::Relaxed));
         let (reply, result) = oneshot::channel();
         self.send(Command::Act {
             request,
@@ -119,7 +145,7 @@ impl Handle {
         .await?;
         // If this future is dropped while waiting (the client went away), report the request
         // lost, so a waiting `check` is withdrawn and hands nothing over to nobody.
-        let waiting = Ticket::new(self.reports.clone(), request);
+        let waiting = Ticket::new(self.0.reports.clone(), request);
         let result = result.await.map_err(|_| ActError::Unavailable)?;
         // Answered: from here on the result's own ticket (if any) speaks for it.
         waiting.disarm();
@@ -154,74 +180,123 @@ impl Handle {
     }
 
     async fn send(&self, command: Command) -> Result<(), ActError> {
-        self.commands
+        self.0
+            .commands
             .send(command)
             .await
             .map_err(|_| ActError::Unavailable)
     }
 
     fn is_running(&self) -> bool {
-        !self.commands.is_closed()
+        !self.0.commands.is_closed()
     }
 }
 
-/// The live conversations of this process, loaded from the store on first use.
-pub(crate) struct Registry {
+/// The live conversations of this process, loaded from the store on first use and stopped
+/// when idle (see the module docs).
+pub(crate) struct Registry(Arc<Loader>);
+
+/// What loading a conversation needs; shared with the loads in flight.
+struct Loader {
     store: Arc<dyn Store>,
     limits: Limits,
     clock: Clock,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    live: Mutex<HashMap<Arc<str>, Handle>>,
-    /// Serialises loads so a conversation is never loaded twice at once.
-    loading: tokio::sync::Mutex<()>,
+    /// How long a conversation stays loaded with nothing going on; `None`: for ever.
+    idle: Option<Duration>,
+    live: Arc<Live>,
+    next_task: AtomicU64,
+}
+
+/// A load in flight: every request for the id awaits the same one.
+type Loading = Shared<BoxFuture<'static, Result<Option<Handle>, StoreError>>>;
+
+enum Slot {
+    Loading(Loading),
+    Live(Handle),
+}
+
+/// The slots by conversation id, behind a lock that is never held across an await.
+#[derive(Default)]
+struct Live(Mutex<HashMap<Arc<str>, Slot>>);
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Slot>> {
+        // A panic while holding this lock leaves the map itself intact, so keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Registry {
+    /// `idle`: how long a conversation with nothing going on stays loaded (`None`: for ever).
     pub(crate) fn new(
         store: Arc<dyn Store>,
         limits: Limits,
         clock: Clock,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        idle: Option<Duration>,
     ) -> Self {
-        Registry {
+        Registry(Arc::new(Loader {
             store,
             limits,
             clock,
             shutdown,
             tracker,
-            live: Mutex::new(HashMap::new()),
-            loading: tokio::sync::Mutex::new(()),
-        }
+            idle,
+            live: Arc::default(),
+            next_task: AtomicU64::new(1),
+        }))
     }
 
     /// The conversation's handle, loading it if needed; `None` if the store does not know it.
+    /// Requests for one id share one load; a load never delays another id.
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Handle>, StoreError> {
-        if let Some(handle) = self.cached(id) {
-            return Ok(Some(handle));
+        let loading = {
+            let mut live = self.0.live.lock();
+            match live.get(id) {
+                Some(Slot::Live(handle)) if handle.is_running() => return Ok(Some(handle.clone())),
+                Some(Slot::Loading(loading)) => loading.clone(),
+                // Unknown here, or its task stopped (the store failed under it): load it.
+                _ => {
+                    let loading = Arc::clone(&self.0).load(id.to_owned()).boxed().shared();
+                    live.insert(Arc::from(id), Slot::Loading(loading.clone()));
+                    loading
+                }
+            }
+        };
+        let loaded = loading.clone().await;
+        // The first caller back puts the loaded handle in place of the load (or forgets a load
+        // that found nothing or failed, so the next request tries again).
+        let mut live = self.0.live.lock();
+        if let Some(Slot::Loading(current)) = live.get(id)
+            && current.ptr_eq(&loading)
+        {
+            match &loaded {
+                Ok(Some(handle)) => {
+                    live.insert(Arc::from(id), Slot::Live(handle.clone()));
+                }
+                _ => {
+                    live.remove(id);
+                }
+            }
         }
-        let _loading = self.loading.lock().await;
-        if let Some(handle) = self.cached(id) {
-            return Ok(Some(handle));
-        }
-        let Some(stored) = self.store.load_conversation(id).await? else {
+        loaded
+    }
+
+    /// How many conversations are loaded (or loading) right now.
+    pub(crate) fn loaded(&self) -> usize {
+        self.0.live.lock().len()
+    }
+}
+
+impl Loader {
+    async fn load(self: Arc<Self>, id: String) -> Result<Option<Handle>, StoreError> {
+        let Some(stored) = self.store.load_conversation(&id).await? else {
             return Ok(None);
         };
-        let handle = self.start(stored);
-        self.lock_live()
-            .insert(Arc::clone(&handle.id), handle.clone());
-        Ok(Some(handle))
-    }
-
-    fn cached(&self, id: &str) -> Option<Handle> {
-        let live = self.lock_live();
-        live.get(id).filter(|h| h.is_running()).cloned()
-    }
-
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Handle>> {
-        // A panic while holding this lock leaves the map itself intact, so keep using it.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        Ok(Some(self.start(stored)))
     }
 
     fn start(&self, stored: StoredConversation) -> Handle {
@@ -230,35 +305,38 @@ impl Registry {
         // Unbounded: a report must be queued synchronously, at the instant a result is known
         // delivered or lost, and never dropped. There is at most one per request.
         let (reports, report_inbox) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let agents = stored
             .participants
             .iter()
             .map(|p| (p.record.name.clone(), p.agent.clone()))
             .collect();
         let conversation = restore(&stored, &self.limits);
+        let number = self.next_task.fetch_add(1, Ordering::Relaxed);
         let task = Task {
             id: Arc::clone(&id),
+            number,
             clock: conversation_clock(&self.clock, &stored),
             title: stored.title.clone(),
             conversation,
             agents,
             store: Arc::clone(&self.store),
             limits: self.limits.clone(),
-            events,
+            events: None,
             pending: HashMap::new(),
             reports: reports.clone(),
             report_inbox,
             shutdown: self.shutdown.clone(),
+            live: Arc::clone(&self.live),
+            idle: self.idle,
         };
         let span = tracing::info_span!("conversation", id = %id);
         self.tracker.spawn(task.run(inbox).instrument(span));
-        Handle {
-            id,
+        Handle(Arc::new(HandleState {
+            task: number,
             commands,
             reports,
-            next_request: Arc::new(AtomicU64::new(1)),
-        }
+            next_request: AtomicU64::new(1),
+        }))
     }
 }
 
@@ -287,28 +365,37 @@ fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
 
 struct Task {
     id: Arc<str>,
+    /// This task's number, as its handle carries it.
+    number: u64,
     title: Option<String>,
     clock: Clock,
     conversation: Conversation,
     agents: Vec<(ParticipantName, Option<String>)>,
     store: Arc<dyn Store>,
     limits: Limits,
-    events: broadcast::Sender<Event>,
+    /// Live events, while somebody subscribes (no subscriber: no buffer).
+    events: Option<broadcast::Sender<Event>>,
     pending: HashMap<RequestId, ActReply>,
     /// Where the tickets this task hands out report to.
     reports: mpsc::UnboundedSender<Report>,
     report_inbox: mpsc::UnboundedReceiver<Report>,
     shutdown: CancellationToken,
+    /// The registry's slots: the task removes its own when it stops for idleness.
+    live: Arc<Live>,
+    idle: Option<Duration>,
 }
 
 impl Task {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut closing = false;
+        let mut active_at = self.clock.instant();
         loop {
             let deadline = self
                 .conversation
                 .poll_timeout()
                 .map(|due| self.clock.deadline(due));
+            let idle_at = self.idle.filter(|_| !closing).map(|idle| active_at + idle);
+            let mut idled = false;
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled(), if !closing => {
@@ -340,11 +427,47 @@ impl Task {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.conversation.handle_timeout(self.clock.now());
                 }
+                _ = sleep_until(idle_at), if idle_at.is_some() => idled = true,
             }
+            if idled && self.stop_if_idle(&inbox) {
+                return;
+            }
+            // Anything that happened (or an idle check that found the conversation in use)
+            // starts the idle time again.
+            active_at = self.clock.instant();
             if !self.flush().await {
                 return;
             }
         }
+    }
+
+    /// Stops this task if nothing needs it: nothing but the store holds its state, nobody
+    /// listens, and nobody can reach it (see the module docs). Returns whether it stopped.
+    fn stop_if_idle(&self, inbox: &mpsc::Receiver<Command>) -> bool {
+        if !self.conversation.is_at_rest()
+            || !self.pending.is_empty()
+            || self.events.as_ref().is_some_and(|e| e.receiver_count() > 0)
+            || !self.report_inbox.is_empty()
+        {
+            return false;
+        }
+        let mut live = self.live.lock();
+        let Some(Slot::Live(handle)) = live.get(&self.id) else {
+            return false;
+        };
+        // The registry's copy is the only handle: nobody is sending, and nobody can start to
+        // without this lock. Whatever was sent before is in the queue.
+        if handle.0.task != self.number || Arc::strong_count(&handle.0) != 1 || !inbox.is_empty() {
+            return false;
+        }
+        live.remove(&self.id);
+        // After a crowd has gone, give the table's memory back.
+        if live.capacity() > 1024 && live.len() * 4 < live.capacity() {
+            let len = live.len();
+            live.shrink_to(len * 2);
+        }
+        tracing::debug!("idle: the conversation is unloaded");
+        true
     }
 
     /// Feeds one command to the state machine. Returns false if the task must stop.
@@ -405,7 +528,10 @@ impl Task {
                 // Flush first, so the seq handed back is committed and every later message is
                 // published after this receiver exists: no gap, no duplicate.
                 let ok = self.flush().await;
-                let _ = reply.send((self.events.subscribe(), self.conversation.last_seq()));
+                let events = self
+                    .events
+                    .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0);
+                let _ = reply.send((events.subscribe(), self.conversation.last_seq()));
                 ok
             }
         }
@@ -461,9 +587,18 @@ impl Task {
             tracing::error!(%error, "commit failed; rebuilding the conversation from the store");
             return self.recover(replies).await;
         }
-        for event in events {
-            // No receivers is fine: nobody is listening right now.
-            let _ = self.events.send(event);
+        if self
+            .events
+            .as_ref()
+            .is_some_and(|e| e.receiver_count() == 0)
+        {
+            // Nobody listens any more: free the buffer until somebody subscribes again.
+            self.events = None;
+        }
+        if let Some(sender) = &self.events {
+            for event in events {
+                let _ = sender.send(event);
+            }
         }
         for (request, reply, confirm) in replies {
             let ticket = if confirm {

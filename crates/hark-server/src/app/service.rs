@@ -65,6 +65,8 @@ impl App {
             clock,
             shutdown.clone(),
             tasks,
+            (config.idle_conversation_ms > 0)
+                .then(|| std::time::Duration::from_millis(config.idle_conversation_ms)),
         );
         let auth = Auth::new(
             config.admin_token.as_deref(),
@@ -314,6 +316,12 @@ impl App {
         self.0.agents.agents()
     }
 
+    /// How many conversations are loaded in memory right now (idle ones are unloaded after
+    /// `idle_conversation_ms`).
+    pub fn loaded_conversations(&self) -> usize {
+        self.0.registry.loaded()
+    }
+
     /// `Ok` when the store answers.
     pub async fn health(&self) -> Result<(), AppError> {
         Ok(self.0.store.ping().await?)
@@ -357,7 +365,7 @@ impl App {
     }
 
     /// The conversation's live handle, loading it if needed: the one place that finds a
-    /// conversation (eviction and remote owners will live behind it).
+    /// conversation (idle ones are unloaded behind it; remote owners would live here too).
     async fn conversation(&self, id: &str) -> Result<Handle, AppError> {
         self.0
             .registry

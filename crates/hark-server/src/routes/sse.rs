@@ -3,7 +3,8 @@
 //! The stream subscribes to the conversation's live events first and learns the last committed
 //! seq at that instant; it then replays every message after the client's position from the store
 //! and switches to live events, dropping any message it already sent. A lagging subscriber
-//! catches up from the store, so a slow client loses nothing.
+//! catches up from the store and is told the current receipts and composing states again, so a
+//! slow client loses nothing.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -104,13 +105,40 @@ impl Feeder {
                     }
                 }
                 Ok(event) => self.send(&event).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(None).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => self.recover().await,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if result.is_err() {
                 return;
             }
         }
+    }
+
+    /// The stream fell behind the conversation's live events and some were dropped: sends every
+    /// message it missed from the store, then the state the dropped events would have told
+    /// (every read receipt, and whether each participant is composing). Those events are states,
+    /// not news, so telling the current one again loses nothing.
+    async fn recover(&mut self) -> Result<(), ()> {
+        self.catch_up(None).await?;
+        let description = match self.app.whoami(&self.me).await {
+            Ok(description) => description,
+            Err(error) => {
+                tracing::warn!(%error, "event stream cannot recover its state; closing it");
+                return Err(());
+            }
+        };
+        for receipt in description.receipts {
+            self.send(&Event::Receipt(receipt)).await?;
+        }
+        for (participant, _, _) in description.participants {
+            let composing = description.composing.contains(&participant);
+            self.send(&Event::Composing {
+                participant,
+                composing,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Sends every stored message after `self.sent`, up to `until` (or all of them).

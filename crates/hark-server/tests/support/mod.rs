@@ -13,7 +13,9 @@
 //!   endpoint model.
 //! - `t=TIME EVENT` (`TIME` like `0`, `1.2s`, `800ms`), run when the virtual clock reaches it:
 //!   `pat: TEXT` (pat sends), `pat typing`, `pat stops typing`, `restart` (the process is killed
-//!   and a new one starts on what was committed), `disk full` (the next commit fails).
+//!   and a new one starts on what was committed), `disk full` (the next commit fails),
+//!   `observer leaves` (the trace stops following the conversation's events: nobody but the
+//!   agent listens), `loaded` (traces how many conversations are loaded).
 //!
 //! After the last line the clock runs on for 60 s. The trace has one line per thing that
 //! happened, stamped with the virtual time since the start: what each model was asked
@@ -337,6 +339,17 @@ async fn run_world(
                 trace.log("-- the disk is full for one commit");
                 world.store.fail_next_commits(1);
             }
+            "observer leaves" => {
+                // Nobody but the agent listens any more.
+                trace.log("-- the observer leaves");
+                if let Some(process) = &world.process {
+                    process.observer.abort();
+                }
+            }
+            "loaded" => trace.log(format!(
+                "-- conversations loaded: {}",
+                world.app().loaded_conversations()
+            )),
             "pat typing" => world.act(Action::Typing { typing: true }).await,
             "pat stops typing" => world.act(Action::Typing { typing: false }).await,
             other => {

@@ -1,0 +1,33 @@
+//! `hark bench --soak`: touches conversations against a child `hark serve` and reports the
+//! server's memory. The figures themselves are measured, never asserted; this checks the mode
+//! runs and reports what it says it does.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn soak_touches_every_conversation_and_reports_memory() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args(["bench", "--soak", "25", "--idle-s", "0", "--json"])
+        .env_remove("HARK_ADMIN_TOKEN")
+        .output()
+        .expect("hark bench runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(figures["conversations"], 25);
+    assert_eq!(figures["failed"], 0);
+    for key in [
+        "server_rss_mib_before",
+        "server_rss_mib_peak",
+        "server_rss_mib_touched",
+        "server_rss_mib_after_idle",
+    ] {
+        assert!(figures[key].as_f64().is_some_and(|mib| mib > 0.0), "{key}");
+    }
+}
