@@ -103,13 +103,18 @@ pub(crate) fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Most resolved tokens kept in memory (about 2 MB). When full the cache starts again empty,
+/// and tokens are resolved from the store (one indexed lookup) as they come back.
+pub(crate) const MAX_KNOWN_TOKENS: usize = 10_000;
+
 /// Resolves tokens and rate-limits them.
 pub(crate) struct Auth {
     /// The admin token's hash; `None` with `admin_open` means admin routes are open (loopback
     /// development), `None` without it means there is no admin at all.
     admin: Option<TokenHash>,
     admin_open: bool,
-    /// Tokens already resolved; tokens never change owner, so entries never go stale.
+    /// Tokens already resolved; tokens never change owner, so entries never go stale. At most
+    /// [`MAX_KNOWN_TOKENS`]: a cache, not a copy of every participant ever created.
     known: RwLock<HashMap<TokenHash, TokenOwner>>,
     limiter: Option<DefaultKeyedRateLimiter<TokenHash>>,
 }
@@ -134,10 +139,11 @@ impl Auth {
     }
 
     pub(crate) fn remember(&self, hash: TokenHash, owner: TokenOwner) {
-        self.known
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, owner);
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_KNOWN_TOKENS && !known.contains_key(&hash) {
+            known.clear();
+        }
+        known.insert(hash, owner);
     }
 
     /// Resolves a bearer token, applying the rate limit.
@@ -247,4 +253,26 @@ impl Auth {
 
 fn constant_time_eq(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_cache_stays_bounded() {
+        let auth = Auth::new(None, true, 0, 0);
+        let owner = TokenOwner {
+            conversation: "c".into(),
+            name: ParticipantName::parse("p").unwrap(),
+            kind: ParticipantKind::Human,
+        };
+        for i in 0..MAX_KNOWN_TOKENS + 10 {
+            auth.remember(hash_token(&i.to_string()), owner.clone());
+            let len = auth.known.read().unwrap().len();
+            assert!(len <= MAX_KNOWN_TOKENS, "{len} cached after {i}");
+        }
+        let last = hash_token(&(MAX_KNOWN_TOKENS + 9).to_string());
+        assert!(auth.known.read().unwrap().contains_key(&last));
+    }
 }

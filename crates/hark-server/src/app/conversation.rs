@@ -461,6 +461,11 @@ impl Task {
             return false;
         }
         live.remove(&self.id);
+        // After a crowd has gone, give the table's memory back.
+        if live.capacity() > 1024 && live.len() * 4 < live.capacity() {
+            let len = live.len();
+            live.shrink_to(len * 2);
+        }
         tracing::debug!("idle: the conversation is unloaded");
         true
     }
