@@ -23,6 +23,29 @@ use crate::config::ConfigFile;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives freed memory back to the system, at most once a second per thread, when a runtime
+/// thread goes idle. mimalloc collects a thread's freed pages (also those freed by other
+/// threads) and returns them only when that thread allocates again; a server that unloaded its
+/// idle conversations and then had nothing to do would otherwise keep its peak memory for ever.
+fn collect_freed_memory() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    const EVERY: Duration = Duration::from_secs(1);
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if LAST
+        .get()
+        .is_some_and(|last| now.duration_since(last) < EVERY)
+    {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: mi_collect only walks the calling thread's own heap; it takes no pointer.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_DB: &str = "hark.db";
 
@@ -118,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(collect_freed_memory)
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
