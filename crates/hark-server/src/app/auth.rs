@@ -105,9 +105,10 @@ pub(crate) fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Most resolved tokens kept in memory (about 2 MB). When full the cache starts again empty,
-/// and tokens are resolved from the store (one indexed lookup) as they come back.
-pub(crate) const MAX_KNOWN_TOKENS: usize = 10_000;
+/// Most resolved tokens kept in memory (about 17 MB). When full the cache starts again empty,
+/// and tokens are resolved from the store (one indexed lookup) as they come back. Large: a
+/// crowd of requests whose tokens all miss at once queues that many reads on the blocking pool.
+pub(crate) const MAX_KNOWN_TOKENS: usize = 100_000;
 
 /// Resolves tokens and rate-limits them: known tokens each on their own, everything else (no
 /// token, an unknown one) by the peer address it comes from.
