@@ -691,3 +691,104 @@ async fn tokens_are_stored_only_as_digests_and_open_only_their_conversation() {
         assert_eq!((status, code(&body)), (403, "forbidden"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn display_names_in_any_script_are_kept_beside_the_handle_across_a_restart() {
+    let mut s = TestServer::start().await;
+    let (status, created) = s
+        .post_raw(
+            "/v1/conversations",
+            None,
+            json!({"participants": [
+                {"name": "zoe", "kind": "human", "display_name": "  Zoë  "},
+                {"name": "p2", "kind": "human"},
+            ]})
+            .to_string()
+            .into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["participants"][0]["display_name"], "Zoë", "trimmed");
+    assert!(created["participants"][1].get("display_name").is_none());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let zoe = created["participants"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, added) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/participants"),
+            None,
+            json!({"name": "sara", "kind": "human", "display_name": "سارا"})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["display_name"], "سارا");
+
+    // Refused with a sentence that says why: empty, too long, a control character.
+    for bad in [json!("   "), json!("x".repeat(65)), json!("Sam\nSmith")] {
+        let (status, body) = s
+            .post_raw(
+                &format!("/v1/conversations/{id}/participants"),
+                None,
+                json!({"name": "bad", "kind": "human", "display_name": bad})
+                    .to_string()
+                    .into(),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(code(&body), "bad_request");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("display name"),
+            "{body}"
+        );
+    }
+    // 64 scalar values of a four-byte character are fine.
+    let (status, _) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/participants"),
+            None,
+            json!({"name": "emoji", "kind": "human", "display_name": "😀".repeat(64)})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    s.kill9().await;
+    s.restart().await;
+    let (_, me) = s.get("/v1/whoami", Some(&zoe)).await;
+    assert_eq!(me["you"]["name"], "zoe");
+    assert_eq!(me["you"]["display_name"], "Zoë");
+    let listed: Vec<(Value, Value)> = me["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].clone(), p["display_name"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (json!("zoe"), json!("Zoë")),
+            (json!("p2"), Value::Null),
+            (json!("sara"), json!("سارا")),
+            (json!("emoji"), json!("😀".repeat(64))),
+        ]
+    );
+    let (_, sent) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/send"),
+            Some(&zoe),
+            json!({"text": "hi"}).to_string().into(),
+        )
+        .await;
+    assert_eq!(
+        sent["result"]["message"]["from"], "zoe",
+        "messages keep the handle"
+    );
+}

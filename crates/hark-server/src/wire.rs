@@ -43,6 +43,9 @@ pub struct NewParticipant {
     /// A configured built-in agent to play it.
     #[serde(default)]
     pub agent: Option<String>,
+    /// The name people see, in any script; checked by the route.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// A participant's kind on the wire.
@@ -478,6 +481,9 @@ pub struct WireParticipant {
     /// The built-in agent playing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The name people see (absent when none was given: show `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `GET /v1/conversations/{id}`.
@@ -514,10 +520,11 @@ impl From<&Description> for WireDescription {
             participants: d
                 .participants
                 .iter()
-                .map(|(name, kind, agent)| WireParticipant {
-                    name: name.as_str().to_owned(),
-                    kind: (*kind).into(),
-                    agent: agent.clone(),
+                .map(|p| WireParticipant {
+                    name: p.name.as_str().to_owned(),
+                    kind: p.kind.into(),
+                    agent: p.agent.clone(),
+                    display_name: p.display_name.clone(),
                 })
                 .collect(),
             last_seq: d.last_seq,
@@ -536,6 +543,9 @@ pub struct WireYou {
     pub name: String,
     /// `human` or `agent`.
     pub kind: WireKind,
+    /// The name people see (absent when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `GET /v1/whoami`: the description plus `you`.
@@ -556,6 +566,11 @@ impl WireWhoami {
             you: WireYou {
                 name: who.name().as_str().to_owned(),
                 kind: who.kind().into(),
+                display_name: description
+                    .participants
+                    .iter()
+                    .find(|p| &p.name == who.name())
+                    .and_then(|p| p.display_name.clone()),
             },
         }
     }
@@ -592,6 +607,9 @@ pub struct WireCreatedParticipant {
     /// The built-in agent playing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The name people see, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 impl From<&CreatedParticipant> for WireCreatedParticipant {
@@ -601,6 +619,7 @@ impl From<&CreatedParticipant> for WireCreatedParticipant {
             kind: p.kind.into(),
             token: p.token.clone(),
             agent: p.agent.clone(),
+            display_name: p.display_name.clone(),
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct NewParticipant {
     pub kind: ParticipantKind,
     /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
+    /// The name people see, in any script (the server validated it); `None` shows `name`.
+    pub display_name: Option<String>,
     /// The digest of its bearer token (the token itself is never stored).
     pub token_hash: TokenHash,
 }
@@ -149,6 +151,8 @@ pub struct StoredParticipant {
     pub record: ParticipantRecord,
     /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
+    /// The name people see, if one was given.
+    pub display_name: Option<String>,
 }
 
 /// The participant a token belongs to.

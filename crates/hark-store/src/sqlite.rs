@@ -68,6 +68,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, participant)
     ) WITHOUT ROWID;
 "#,
+    r#"
+    ALTER TABLE participants ADD COLUMN display_name TEXT;
+"#,
 ];
 
 /// Most jobs folded into one transaction; bounds the latency a single commit can add.
@@ -468,16 +471,18 @@ fn insert_participant(
         return Err(StoreError::NameTaken);
     }
     tx.execute(
-        "INSERT INTO participants (conversation_id, name, position, kind, agent, token_hash)
+        "INSERT INTO participants
+           (conversation_id, name, position, kind, agent, token_hash, display_name)
          VALUES (?1, ?2,
                  (SELECT COUNT(*) FROM participants WHERE conversation_id = ?1),
-                 ?3, ?4, ?5)",
+                 ?3, ?4, ?5, ?6)",
         params![
             conversation,
             participant.name.as_str(),
             participant.kind.as_str(),
             participant.agent,
-            &participant.token_hash[..]
+            &participant.token_hash[..],
+            participant.display_name
         ],
     )
     .map_err(unavailable)?;
@@ -551,7 +556,7 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
     let mut participants = Vec::new();
     let mut statement = c
         .prepare_cached(
-            "SELECT name, kind, agent, cursor FROM participants
+            "SELECT name, kind, agent, cursor, display_name FROM participants
              WHERE conversation_id = ?1 ORDER BY position",
         )
         .map_err(unavailable)?;
@@ -562,11 +567,12 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })
         .map_err(unavailable)?;
     for row in rows {
-        let (name, kind, agent, cursor) = row.map_err(unavailable)?;
+        let (name, kind, agent, cursor, display_name) = row.map_err(unavailable)?;
         let draft_segments = c
             .prepare_cached(
                 "SELECT text FROM draft_segments WHERE conversation_id = ?1 AND participant = ?2
@@ -585,6 +591,7 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
                 draft_segments,
             },
             agent,
+            display_name,
         });
     }
     let messages = messages_after(c, id, 0, usize::MAX)?;
@@ -674,8 +681,48 @@ mod tests {
             name: ParticipantName::parse(name).unwrap(),
             kind: ParticipantKind::Human,
             agent: None,
+            display_name: None,
             token_hash: [hash; 32],
         }
+    }
+
+    #[tokio::test]
+    async fn display_names_round_trip_and_a_version_2_file_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            // A file written before display names existed.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO conversations (id, title, created_at_ms) VALUES ('c', NULL, 1);
+                 INSERT INTO participants (conversation_id, name, position, kind, token_hash)
+                 VALUES ('c', 'old', 0, 'human', x'01');",
+            )
+            .unwrap();
+        }
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let mut zoe = participant("zoe", 2);
+            zoe.display_name = Some("Zoë سارا".into());
+            store.add_participant("c", zoe).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_conversation("c").await.unwrap().unwrap();
+        let names: Vec<_> = loaded
+            .participants
+            .iter()
+            .map(|p| (p.record.name.as_str().to_owned(), p.display_name.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("old".to_owned(), None),
+                ("zoe".to_owned(), Some("Zoë سارا".to_owned()))
+            ]
+        );
     }
 
     fn message(seq: u64, from: &str, text: &str) -> Arc<Message> {

@@ -27,5 +27,6 @@ pub use service::{
     App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_PARTICIPANTS, MAX_TITLE_CHARS,
 };
 pub use types::{
-    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+    AgentInfo, Created, CreatedParticipant, HistoryPage, MAX_DISPLAY_NAME_CHARS, ParticipantInfo,
+    ParticipantSpec, Subscription, display_name,
 };

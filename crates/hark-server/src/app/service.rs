@@ -126,8 +126,8 @@ impl App {
         description
             .participants
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(name, kind, _)| Participant::new(conversation, name.clone(), *kind))
+            .find(|p| &p.name == name)
+            .map(|p| Participant::new(conversation, p.name.clone(), p.kind))
             .ok_or_else(|| {
                 AppError::new(
                     ErrorKind::NotFound,
@@ -175,6 +175,7 @@ impl App {
                 name: spec.name,
                 kind: spec.kind,
                 agent: spec.agent,
+                display_name: spec.display_name,
                 token,
             });
         }
@@ -213,6 +214,7 @@ impl App {
             name: spec.name,
             kind: spec.kind,
             agent: spec.agent,
+            display_name: spec.display_name,
             token,
         })
     }
@@ -361,6 +363,7 @@ impl App {
                 name: spec.name.clone(),
                 kind: spec.kind,
                 agent: spec.agent.clone(),
+                display_name: spec.display_name.clone(),
                 token_hash: hash_token(&token),
             },
             token,

@@ -12,6 +12,40 @@ pub struct ParticipantSpec {
     pub kind: ParticipantKind,
     /// The built-in agent to play it, by its configured name.
     pub agent: Option<String>,
+    /// The name people see (validated by [`display_name`]); `None` shows `name`.
+    pub display_name: Option<String>,
+}
+
+/// Most Unicode scalar values of a display name.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+
+/// A display name as given, trimmed and checked: 1 to [`MAX_DISPLAY_NAME_CHARS`] Unicode scalar
+/// values after trimming, no control characters. `Err` says why, as a sentence.
+pub fn display_name(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let count = trimmed.chars().count();
+    if count == 0 || count > MAX_DISPLAY_NAME_CHARS {
+        return Err(format!(
+            "A display name is 1 to {MAX_DISPLAY_NAME_CHARS} characters after trimming ({count} given)."
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err("A display name cannot hold control characters (line breaks, tabs…).".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A participant as a description lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Its name (the protocol's handle).
+    pub name: ParticipantName,
+    /// Person or model.
+    pub kind: ParticipantKind,
+    /// The built-in agent playing it.
+    pub agent: Option<String>,
+    /// The name people see, if one was given.
+    pub display_name: Option<String>,
 }
 
 /// A participant just created, with its bearer token (shown once, never stored).
@@ -23,6 +57,8 @@ pub struct CreatedParticipant {
     pub kind: ParticipantKind,
     /// The built-in agent playing it.
     pub agent: Option<String>,
+    /// The name people see, if one was given.
+    pub display_name: Option<String>,
     /// Its bearer token.
     pub token: String,
 }

@@ -13,7 +13,7 @@ use super::delivery::Delivering;
 use super::error::ApiError;
 use super::input::{bearer, read_body};
 use super::state::HttpState;
-use crate::app::{Caller, ParticipantSpec};
+use crate::app::{Caller, ParticipantSpec, display_name};
 use crate::wire::{self, WireCreated, WireCreatedParticipant, WireDescription, WireWhoami};
 
 /// The web chat (SPEC.md section 7): one self-contained page, compiled into the binary.
@@ -217,6 +217,14 @@ fn spec(requested: wire::NewParticipant) -> Result<ParticipantSpec, ApiError> {
         name: participant_name(&requested.name)?,
         kind: requested.kind.into(),
         agent: requested.agent,
+        display_name: requested
+            .display_name
+            .as_deref()
+            .map(|raw| {
+                display_name(raw)
+                    .map_err(|e| ApiError::bad_request(format!("Bad display name {raw:?}: {e}")))
+            })
+            .transpose()?,
     })
 }
 

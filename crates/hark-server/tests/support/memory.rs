@@ -237,6 +237,7 @@ impl Store for MemoryStore {
                             draft_segments: p.draft.clone(),
                         },
                         agent: p.new.agent.clone(),
+                        display_name: p.new.display_name.clone(),
                     })
                     .collect(),
                 messages: c.messages.clone(),
