@@ -20,6 +20,7 @@
 //! max_check_ms = 60000
 //! typing_timeout_ms = 8000    # also the built-in agents' turn engine's lease length
 //! max_client_id_chars = 128
+//! max_attachment_bytes = 5242880   # a photo's bytes, after base64 decoding
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ pub struct LimitsSection {
     pub max_check_ms: Option<u64>,
     pub typing_timeout_ms: Option<u64>,
     pub max_client_id_chars: Option<usize>,
+    pub max_attachment_bytes: Option<usize>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).

@@ -199,6 +199,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .body_read_timeout_ms
             .unwrap_or(defaults.body_read_timeout_ms),
         limits: file.limits(),
+        max_attachment_bytes: file
+            .limits
+            .max_attachment_bytes
+            .unwrap_or(defaults.max_attachment_bytes),
     };
     let mut agents = Vec::new();
     for agent in &file.agent {

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// `Host` header values `/mcp` answers (rmcp's DNS-rebinding guard); empty allows any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// Largest attachment accepted, in bytes after decoding (`[limits] max_attachment_bytes`).
+    pub max_attachment_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             limits: Limits::default(),
             mcp_allowed_hosts: default_mcp_allowed_hosts(),
+            max_attachment_bytes: 5 * 1024 * 1024,
         }
     }
 }

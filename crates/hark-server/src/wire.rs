@@ -13,7 +13,9 @@ use hark_core::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::{AgentInfo, Created, CreatedParticipant, Description, HistoryPage, Participant};
+use crate::app::{
+    AgentInfo, AttachmentInfo, Created, CreatedParticipant, Description, HistoryPage, Participant,
+};
 
 /// A body that is not what the route takes, with serde's reason, as a sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,61 @@ pub struct NewParticipant {
     /// The name people see, in any script; checked by the route.
     #[serde(default)]
     pub display_name: Option<String>,
+}
+
+/// `POST /v1/conversations/{id}/attachments`: an image, base64 in JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAttachment {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub mime: String,
+    /// The bytes, standard base64 (padding optional).
+    pub data: String,
+}
+
+impl NewAttachment {
+    /// The decoded bytes, or why they are not base64.
+    pub fn bytes(&self) -> Result<Vec<u8>, BadBody> {
+        use base64::Engine;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        engine
+            .decode(self.data.trim())
+            .map_err(|e| BadBody(format!("The attachment's data is not base64: {e}.")))
+    }
+}
+
+/// An attachment as answers and messages show it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAttachment {
+    /// Its id in the conversation.
+    pub id: String,
+    /// Its media type.
+    pub mime: String,
+    /// Its size in bytes.
+    pub bytes: usize,
+}
+
+/// `POST …/attachments` answered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAttached {
+    /// What was stored.
+    pub attachment: WireAttachment,
+}
+
+impl From<&AttachmentInfo> for WireAttached {
+    fn from(a: &AttachmentInfo) -> Self {
+        WireAttached {
+            attachment: WireAttachment {
+                id: a.id.clone(),
+                mime: a.mime.clone(),
+                bytes: a.bytes,
+            },
+        }
+    }
 }
 
 /// A participant's kind on the wire.

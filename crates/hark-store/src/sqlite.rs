@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent_state;
 use crate::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, StoredParticipant, TokenHash, TokenOwner,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
+    StoreError, StoredAttachment, StoredConversation, StoredParticipant, TokenHash, TokenOwner,
 };
 
 /// The schema, applied in order; `PRAGMA user_version` records how many have run.
@@ -71,6 +71,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE participants ADD COLUMN display_name TEXT;
 "#,
+    r#"
+    CREATE TABLE attachments (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        id              TEXT NOT NULL,
+        mime            TEXT NOT NULL,
+        data            BLOB NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        UNIQUE (conversation_id, id)
+    );
+"#,
 ];
 
 /// Most jobs folded into one transaction; bounds the latency a single commit can add.
@@ -89,6 +99,7 @@ enum Write {
     AddParticipant(String, NewParticipant),
     Commit(String, Vec<Effect>),
     AgentState(String, ParticipantName, AgentState),
+    Attachment(String, NewAttachment),
 }
 
 struct Job {
@@ -314,6 +325,39 @@ impl Store for SqliteStore {
         ))
         .await
     }
+
+    async fn put_attachment(
+        &self,
+        conversation: &str,
+        attachment: NewAttachment,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Attachment(conversation.to_owned(), attachment))
+            .await
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<StoredAttachment>, StoreError> {
+        let (conversation, id) = (conversation.to_owned(), id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT mime, data FROM attachments WHERE conversation_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![conversation, id], |r| {
+                    Ok(StoredAttachment {
+                        mime: r.get(0)?,
+                        data: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -451,6 +495,30 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
             })
             .map(drop)
             .map_err(unavailable),
+        Write::Attachment(conversation, attachment) => {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+                .and_then(|mut s| s.exists([conversation]))
+                .map_err(unavailable)?;
+            if !exists {
+                return Err(StoreError::NotFound);
+            }
+            tx.prepare_cached(
+                "INSERT INTO attachments (conversation_id, id, mime, data, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    conversation,
+                    attachment.id,
+                    attachment.mime,
+                    attachment.data,
+                    attachment.created_at.0 as i64
+                ])
+            })
+            .map(drop)
+            .map_err(unavailable)
+        }
     }
 }
 
@@ -684,6 +752,39 @@ mod tests {
             display_name: None,
             token_hash: [hash; 32],
         }
+    }
+
+    #[tokio::test]
+    async fn attachments_are_durable_and_belong_to_their_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let png = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 255];
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .create_conversation(NewConversation {
+                    id: "c".into(),
+                    title: None,
+                    created_at: Millis(0),
+                    participants: vec![participant("alice", 1)],
+                })
+                .await
+                .unwrap();
+            let new = |id: &str| NewAttachment {
+                id: id.into(),
+                mime: "image/png".into(),
+                data: png.clone(),
+                created_at: Millis(3),
+            };
+            store.put_attachment("c", new("a1")).await.unwrap();
+            let err = store.put_attachment("nope", new("a2")).await.unwrap_err();
+            assert!(matches!(err, StoreError::NotFound));
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let got = store.attachment("c", "a1").await.unwrap().unwrap();
+        assert_eq!((got.mime.as_str(), got.data), ("image/png", png));
+        assert_eq!(store.attachment("other", "a1").await.unwrap(), None);
+        assert_eq!(store.attachment("c", "a2").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hark_core::protocol::{Action, Confirm, Envelope, Limits, ParticipantName};
-use hark_store::{NewConversation, NewParticipant, Store, TokenOwner};
+use hark_store::{
+    NewAttachment, NewConversation, NewParticipant, Store, StoredAttachment, TokenOwner,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +20,8 @@ use super::conversation::{Description, Handle, Registry};
 use super::delivery::Acted;
 use super::error::{AppError, ErrorKind};
 use super::types::{
-    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+    AgentInfo, AttachmentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec,
+    Subscription, check_attachment,
 };
 use crate::clock::Clock;
 use crate::config::ServerConfig;
@@ -42,6 +45,7 @@ struct Inner {
     auth: Auth,
     agents: Arc<dyn AgentLauncher>,
     limits: Limits,
+    max_attachment_bytes: usize,
     clock: Clock,
     shutdown: CancellationToken,
 }
@@ -76,6 +80,7 @@ impl App {
             auth,
             agents,
             limits: config.limits.clone(),
+            max_attachment_bytes: config.max_attachment_bytes,
             clock,
             shutdown,
         }))
@@ -279,6 +284,68 @@ impl App {
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(HistoryPage { messages, more })
+    }
+
+    /// Stores a photo `who` uploads to its conversation: at most the configured
+    /// `max_attachment_bytes`, its first bytes matching `mime` (one of
+    /// [`super::ATTACHMENT_TYPES`]). Durable when this returns.
+    pub async fn attach(
+        &self,
+        who: &Participant,
+        mime: &str,
+        data: Vec<u8>,
+    ) -> Result<AttachmentInfo, AppError> {
+        let max = self.0.max_attachment_bytes;
+        if data.len() > max {
+            return Err(AppError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "The attachment is {} bytes; this server takes at most {max} \
+                     (max_attachment_bytes).",
+                    data.len()
+                ),
+            ));
+        }
+        if data.is_empty() {
+            return Err(AppError::bad_request("The attachment is empty."));
+        }
+        check_attachment(mime, &data).map_err(AppError::bad_request)?;
+        let info = AttachmentInfo {
+            id: mint_conversation_id(),
+            mime: mime.to_owned(),
+            bytes: data.len(),
+        };
+        self.0
+            .store
+            .put_attachment(
+                who.conversation(),
+                NewAttachment {
+                    id: info.id.clone(),
+                    mime: info.mime.clone(),
+                    data,
+                    created_at: self.0.clock.now(),
+                },
+            )
+            .await?;
+        Ok(info)
+    }
+
+    /// An attachment of `who`'s conversation.
+    pub async fn attachment(
+        &self,
+        who: &Participant,
+        id: &str,
+    ) -> Result<StoredAttachment, AppError> {
+        self.0
+            .store
+            .attachment(who.conversation(), id)
+            .await?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorKind::NotFound,
+                    format!("This conversation has no attachment {id:?}."),
+                )
+            })
     }
 
     /// Live events of `who`'s conversation, and the last seq committed before them.

@@ -35,6 +35,44 @@ pub fn display_name(raw: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
+/// An attachment just stored, or as a message carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentInfo {
+    /// Its id, unique in its conversation.
+    pub id: String,
+    /// Its media type.
+    pub mime: String,
+    /// Its size in bytes.
+    pub bytes: usize,
+}
+
+/// The media types an attachment may have, each with the magic bytes its data must start with
+/// (WebP: `RIFF`, four size bytes, then `WEBP`).
+pub const ATTACHMENT_TYPES: &[(&str, &[u8])] = &[
+    ("image/png", b"\x89PNG\r\n\x1a\n"),
+    ("image/jpeg", b"\xff\xd8\xff"),
+    ("image/gif", b"GIF8"),
+    ("image/webp", b"RIFF"),
+];
+
+/// Whether `data` looks like `mime` by its first bytes; `Err` says why not, as a sentence.
+pub fn check_attachment(mime: &str, data: &[u8]) -> Result<(), String> {
+    let Some((_, magic)) = ATTACHMENT_TYPES.iter().find(|(m, _)| *m == mime) else {
+        let known: Vec<&str> = ATTACHMENT_TYPES.iter().map(|(m, _)| *m).collect();
+        return Err(format!(
+            "An attachment is one of {}; {mime:?} is not.",
+            known.join(", ")
+        ));
+    };
+    let webp = mime != "image/webp" || data.get(8..12) == Some(b"WEBP".as_slice());
+    if !data.starts_with(magic) || !webp {
+        return Err(format!(
+            "The data is not a {mime} image (its first bytes say otherwise)."
+        ));
+    }
+    Ok(())
+}
+
 /// A participant as a description lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParticipantInfo {

@@ -79,6 +79,7 @@ fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::NothingToUndo | ErrorKind::EmptyDraft | ErrorKind::DuplicateName => {
             StatusCode::CONFLICT
         }
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
