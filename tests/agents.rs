@@ -469,3 +469,50 @@ async fn the_endpoint_model_is_asked_over_the_wire_and_its_key_is_never_logged()
     );
     assert!(!log.contains(KEY), "the key was logged:\n{log}");
 }
+
+#[tokio::test]
+async fn a_photo_with_a_caption_reaches_the_model_as_a_photo_then_its_caption() {
+    let stand_in = StandIn::start().await;
+    stand_in.set_responder(|_| Script::text("What a view!"));
+    let (server, c) = start(&stand_in).await;
+    let mut events = server.events(&c, "pat", None).await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let (status, stored) = server
+        .post_raw(
+            &format!("/v1/conversations/{}/attachments", c.id),
+            Some(c.token("pat")),
+            json!({"mime": "image/png", "data": png}).to_string().into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{stored}");
+    let aid = stored["attachment"]["id"].clone();
+    let (status, sent) = server
+        .act(
+            &c,
+            "pat",
+            "send",
+            json!({"text": "the view from the top", "attachment_id": aid}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let expected = json!({"id": aid, "mime": "image/png", "bytes": 70});
+    assert_eq!(sent["result"]["message"]["attachment"], expected);
+    assert_eq!(next_from_coach(&mut events).await["text"], "What a view!");
+    let asked = conversation_of(&stand_in.requests()[0]);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["content"], "[photo] the view from the top");
+    let kept = history(&server, &c).await;
+    assert_eq!(kept[0]["attachment"], expected, "history keeps the photo");
+
+    // An attachment id this conversation does not have is refused, and nothing is sent.
+    let (status, body) = server
+        .act(
+            &c,
+            "pat",
+            "send",
+            json!({"text": "again", "attachment_id": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(history(&server, &c).await.len(), 2);
+}

@@ -7,7 +7,8 @@
 //! the text a model reads from them).
 
 use hark_core::protocol::{
-    Action, ActionKind, ActionResult, Envelope, Event, Message, ParticipantKind, Receipt,
+    Action, ActionKind, ActionResult, AttachmentRef, Envelope, Event, Message, ParticipantKind,
+    Receipt,
 };
 use hark_core::time::Millis;
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,9 @@ struct SendBody {
     text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
+    /// An attachment uploaded to this conversation; `text` is then its caption (may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attachment_id: Option<String>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -249,8 +253,21 @@ pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, BadBody> {
             Action::Read { up_to }
         }
         ActionKind::Send => {
-            let SendBody { text, client_id } = parse(body)?;
-            Action::Send { text, client_id }
+            let SendBody {
+                text,
+                client_id,
+                attachment_id,
+            } = parse(body)?;
+            Action::Send {
+                text,
+                client_id,
+                // Named only: the service fills in the rest from the store.
+                attachment: attachment_id.map(|id| AttachmentRef {
+                    id,
+                    mime: String::new(),
+                    bytes: 0,
+                }),
+            }
         }
     })
 }
@@ -270,9 +287,14 @@ pub fn encode_action(action: &Action) -> (ActionKind, Value) {
         }),
         Action::Typing { typing } => to_value(&TypingBody { typing: *typing }),
         Action::Read { up_to } => to_value(&ReadBody { up_to: *up_to }),
-        Action::Send { text, client_id } => to_value(&SendBody {
+        Action::Send {
+            text,
+            client_id,
+            attachment,
+        } => to_value(&SendBody {
             text: text.clone(),
             client_id: client_id.clone(),
+            attachment_id: attachment.as_ref().map(|a| a.id.clone()),
         }),
     };
     (action.kind(), body)
@@ -341,6 +363,9 @@ pub struct WireMessage {
     /// The author's idempotency key, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A photo sent with it (`text` is its caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<WireAttachment>,
 }
 
 impl From<&Message> for WireMessage {
@@ -352,6 +377,11 @@ impl From<&Message> for WireMessage {
             text: m.text.clone(),
             sent_at: timestamp(m.sent_at),
             client_id: m.client_id.clone(),
+            attachment: m.attachment.as_ref().map(|a| WireAttachment {
+                id: a.id.clone(),
+                mime: a.mime.clone(),
+                bytes: a.bytes as usize,
+            }),
         }
     }
 }
@@ -853,6 +883,7 @@ mod tests {
             Action::Send {
                 text: "x".into(),
                 client_id: None,
+                attachment: None,
             },
         ];
         for action in actions {
@@ -870,6 +901,7 @@ mod tests {
             text: "hi".into(),
             sent_at: Millis(1_795_251_444_512),
             client_id: client_id.map(str::to_owned),
+            attachment: None,
         })
     }
 

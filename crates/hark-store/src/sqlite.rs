@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{
+    AttachmentRef, Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord,
+};
 use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -80,6 +82,9 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms   INTEGER NOT NULL,
         UNIQUE (conversation_id, id)
     );
+"#,
+    r#"
+    ALTER TABLE messages ADD COLUMN attachment_id TEXT;
 "#,
 ];
 
@@ -561,8 +566,9 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
     let result = match effect {
         Effect::InsertMessage(m) => tx
             .prepare_cached(
-                "INSERT INTO messages (conversation_id, seq, sender, text, sent_at_ms, client_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages
+                   (conversation_id, seq, sender, text, sent_at_ms, client_id, attachment_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -571,7 +577,8 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
                     m.from.as_str(),
                     m.text,
                     m.sent_at.0 as i64,
-                    m.client_id
+                    m.client_id,
+                    m.attachment.as_ref().map(|a| &a.id)
                 ])
             }),
         // Cursors only move forward, even if effects were ever replayed out of order.
@@ -690,8 +697,11 @@ fn messages_after(
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let mut statement = c
         .prepare_cached(
-            "SELECT seq, sender, text, sent_at_ms, client_id FROM messages
-             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT m.seq, m.sender, m.text, m.sent_at_ms, m.client_id,
+                    m.attachment_id, a.mime, length(a.data)
+             FROM messages m LEFT JOIN attachments a
+               ON a.conversation_id = m.conversation_id AND a.id = m.attachment_id
+             WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
         )
         .map_err(unavailable)?;
     let rows = statement
@@ -702,12 +712,30 @@ fn messages_after(
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, Option<String>>(4)?,
+                (
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ),
             ))
         })
         .map_err(unavailable)?;
     let mut messages = Vec::new();
     for row in rows {
-        let (seq, from, text, sent_at, client_id) = row.map_err(unavailable)?;
+        let (seq, from, text, sent_at, client_id, attachment) = row.map_err(unavailable)?;
+        let attachment = match attachment {
+            (None, _, _) => None,
+            (Some(id), Some(mime), Some(bytes)) => Some(AttachmentRef {
+                id,
+                mime,
+                bytes: bytes as u64,
+            }),
+            (Some(id), _, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "message {seq} of {conversation} names attachment {id}, which is missing"
+                )));
+            }
+        };
         messages.push(Message {
             seq: seq as u64,
             id: format!("{conversation}-{seq}"),
@@ -715,6 +743,7 @@ fn messages_after(
             text,
             sent_at: Millis(sent_at as u64),
             client_id,
+            attachment,
         });
     }
     Ok(messages)
@@ -779,8 +808,29 @@ mod tests {
             store.put_attachment("c", new("a1")).await.unwrap();
             let err = store.put_attachment("nope", new("a2")).await.unwrap_err();
             assert!(matches!(err, StoreError::NotFound));
+            let mut photo = (*message(1, "alice", "a caption")).clone();
+            photo.attachment = Some(AttachmentRef {
+                id: "a1".into(),
+                mime: "image/png".into(),
+                bytes: 8,
+            });
+            store
+                .commit("c", vec![Effect::InsertMessage(Arc::new(photo))])
+                .await
+                .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_conversation("c").await.unwrap().unwrap();
+        let attachment = loaded.messages[0].attachment.as_ref().unwrap();
+        assert_eq!(
+            (
+                attachment.id.as_str(),
+                attachment.mime.as_str(),
+                attachment.bytes
+            ),
+            ("a1", "image/png", 8),
+            "a message keeps its photo across a reopen"
+        );
         let got = store.attachment("c", "a1").await.unwrap().unwrap();
         assert_eq!((got.mime.as_str(), got.data), ("image/png", png));
         assert_eq!(store.attachment("other", "a1").await.unwrap(), None);
@@ -834,6 +884,7 @@ mod tests {
             text: text.into(),
             sent_at: Millis(1_000 + seq),
             client_id: Some(format!("k{seq}")),
+            attachment: None,
         })
     }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use hark_core::protocol::{Action, ActionResult, Event, Message, ParticipantName};
 use hark_core::turn::{
-    GenerationResult, Input, LogMessage, Output, Prompt, Role, TurnConfig, TurnEngine, TurnId,
-    TurnOutcome, TurnSnapshot,
+    Attachment, GenerationResult, Input, LogMessage, Output, Prompt, Role, TurnConfig, TurnEngine,
+    TurnId, TurnOutcome, TurnSnapshot,
 };
 use hark_llm::{ChatRequest, StopReason, StreamEvent, ToolSpec};
 use hark_store::AgentState;
@@ -250,7 +250,7 @@ impl Driver {
             Input::PersonMessage(hark_core::turn::PersonMessage {
                 seq: message.seq,
                 text: message.text.clone(),
-                attachment: None,
+                attachment: attachment_kind(message),
             }),
         );
     }
@@ -387,6 +387,7 @@ impl Driver {
             let action = Action::Send {
                 text: text.clone(),
                 client_id: Some(client_id.clone()),
+                attachment: None,
             };
             match self.ctx.act(action).await {
                 Ok(envelope) => {
@@ -569,6 +570,17 @@ pub(crate) fn whole_sentences(text: &str) -> &str {
     text[..end].trim()
 }
 
+/// What the engine and the model are told a message carries: a photo for every image (the only
+/// attachments the server takes today), a file otherwise.
+fn attachment_kind(message: &Message) -> Option<Attachment> {
+    let attachment = message.attachment.as_ref()?;
+    Some(if attachment.mime.starts_with("image/") {
+        Attachment::Photo
+    } else {
+        Attachment::File
+    })
+}
+
 /// The turn id of one of the agent's own bubbles, if the message is one.
 fn turn_id(message: &Message) -> Option<TurnId> {
     message.client_id.as_deref()?.parse().ok()
@@ -591,7 +603,7 @@ fn log_message(message: &Message, me: &ParticipantName) -> LogMessage {
             Role::User
         },
         text: message.text.clone(),
-        attachment: None,
+        attachment: attachment_kind(message),
         at: message.sent_at,
     }
 }

@@ -246,6 +246,16 @@ impl App {
         action: Action,
         confirm: Confirm,
     ) -> Result<Acted, AppError> {
+        let mut action = action;
+        if let Action::Send {
+            attachment: Some(named),
+            ..
+        } = &mut action
+        {
+            let stored = self.attachment(who, &named.id).await?;
+            named.mime = stored.mime;
+            named.bytes = stored.data.len() as u64;
+        }
         let handle = self.conversation(who.conversation()).await?;
         Ok(handle.act(who.name().clone(), action, confirm).await?)
     }
