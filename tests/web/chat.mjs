@@ -303,6 +303,19 @@ try {
     await shows(zoe, "سلام Zoë");
     check("messages show their author's display name",
       (await zoe.$$eval("#messages .msg:not(.mine) .from", (els) => els.map((e) => e.textContent))).join() === "سارا");
+    // --- A photo with a caption ---------------------------------------------------------------
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+    await zoe.setInputFiles("#photo-file", { name: "view.png", mimeType: "image/png", buffer: png });
+    await step("a chosen photo shows as a preview before it is sent", () => zoe.waitForSelector("#photo-preview:not([hidden])", timeout));
+    await say(zoe, "the view from the top");
+    const photoShown = (page) => until(page, () => [...document.querySelectorAll("#messages .msg:not(.pending)")].some((li) =>
+      li.querySelector("img.photo")?.naturalWidth > 0 && li.querySelector(".bubble").textContent === "the view from the top"));
+    await step("the other person sees the photo with its caption", () => photoShown(sara));
+    await step("and the sender too, once stored", () => photoShown(zoe));
+    check("the preview is gone after sending", await zoe.isHidden("#photo-preview"));
+    await sara.reload();
+    await step("a reload keeps the photo", () => photoShown(sara));
+
     await zoe.click("#new-chat");
     await zoe.waitForSelector("#start-view:not([hidden])", timeout);
     await zoe.fill("#my-name", "Sam Smith");
@@ -563,6 +576,14 @@ try {
         check("a newcomer's statement is answered well before the 10 s hard cap (< 6 s)", ms < 6000, ms + " ms");
       })
       .catch((e) => check("a newcomer's statement is answered well before the 10 s hard cap (< 6 s)", false, e.message));
+    // A photo with a caption reaches the coach (tests/web.rs reads the prompt: "[photo] my dinner").
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+    await dave.setInputFiles("#photo-file", { name: "dinner.png", mimeType: "image/png", buffer: png });
+    await dave.waitForSelector("#photo-preview:not([hidden])", timeout).catch(() => {});
+    await say(dave, "my dinner");
+    await step("the coach answers a photo with a caption", () => dave.waitForFunction((name) =>
+      [...document.querySelectorAll("#messages .msg:not(.pending)")].filter((m) => m.dataset.from === name).length === 2,
+      agentName, { timeout: 30000 }));
   }
 
   // --- A burst to an agent gets one reply ---------------------------------------------------
