@@ -29,6 +29,7 @@
 //! mcp_session_idle_ms = 120000
 //! max_participants = 256      # per conversation, added ones included
 //! idle_conversation_ms = 60000   # unload a conversation idle this long; 0 keeps all loaded
+//! max_attachment_bytes = 5242880   # a photo's bytes, after base64 decoding
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,7 @@ pub struct LimitsSection {
     pub max_participants: Option<usize>,
     /// A conversation with nothing going on is unloaded from memory after this long; 0 never.
     pub idle_conversation_ms: Option<u64>,
+    pub max_attachment_bytes: Option<usize>,
 }
 
 /// One `[[agent]]`: a participant played by a model (SPEC.md section 6).

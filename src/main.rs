@@ -237,6 +237,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .limits
             .idle_conversation_ms
             .unwrap_or(defaults.idle_conversation_ms),
+        max_attachment_bytes: file
+            .limits
+            .max_attachment_bytes
+            .unwrap_or(defaults.max_attachment_bytes),
     };
     let mut agents = Vec::new();
     for agent in &file.agent {

@@ -105,6 +105,7 @@ pub async fn run(args: TalkArgs) -> anyhow::Result<()> {
             Action::Send {
                 text: args.topic.clone(),
                 client_id: None,
+                attachment: None,
             },
         )
         .await

@@ -211,6 +211,68 @@ async fn a_bubble_during_generation_aborts_it_and_the_stale_answer_is_never_sent
 }
 
 #[tokio::test]
+async fn a_reply_cut_off_by_max_tokens_ends_at_its_last_sentence_in_both_wire_formats() {
+    for provider in ["openai", "anthropic"] {
+        let stand_in = StandIn::start().await;
+        // The first answer is cut mid-sentence; the second has no finished sentence at all.
+        stand_in.push(
+            Script::text("Sure, here it is. First boil the pasta. Then I went to the store and")
+                .max_tokens(),
+        );
+        stand_in.push(Script::text("Well, I think that the").max_tokens());
+        stand_in.set_responder(|_| Script::text("Anything else?"));
+        let base_url = match provider {
+            "openai" => stand_in.openai_base_url(),
+            _ => stand_in.anthropic_base_url(),
+        };
+        // One bubble per reply, so that each turn's whole answer is one message.
+        let toml = config(&stand_in, "max_bubbles = 1").replace(
+            &format!(
+                "provider = \"openai\"\nbase_url = \"{}\"",
+                stand_in.openai_base_url()
+            ),
+            &format!("provider = \"{provider}\"\nbase_url = \"{base_url}\""),
+        );
+        assert!(
+            toml.contains(&format!("provider = \"{provider}\"")),
+            "{toml}"
+        );
+        let server = TestServer::start_with(Some(&toml), &[]).await;
+        let c = create(&server).await;
+        let mut events = server.events(&c, "pat", None).await;
+
+        say(&server, &c, "how do I cook pasta?").await;
+        let first = next_from_coach(&mut events).await;
+        assert_eq!(
+            first["text"], "Sure, here it is. First boil the pasta.",
+            "{provider}: the cut-off sentence is gone"
+        );
+
+        // The second turn ends (the coach stops composing) without a message: a fragment alone
+        // is not said.
+        say(&server, &c, "and then?").await;
+        stand_in.wait_for_requests(2, PATIENCE).await;
+        let mut composing = false;
+        loop {
+            let event = events.next().await.expect("the stream stays open");
+            let data = &event.data;
+            if event.event == "message" && data["from"] == "coach" {
+                panic!("{provider}: the coach said a fragment: {data}");
+            }
+            if event.event == "composing" && data["participant"] == "coach" {
+                if data["composing"] == true {
+                    composing = true;
+                } else if composing {
+                    break;
+                }
+            }
+        }
+        say(&server, &c, "hello?").await;
+        assert_eq!(next_from_coach(&mut events).await["text"], "Anything else?");
+    }
+}
+
+#[tokio::test]
 async fn a_restart_mid_turn_answers_the_burst_exactly_once() {
     let stand_in = StandIn::start().await;
     // The generation in flight when the server dies never finishes.
@@ -406,4 +468,51 @@ async fn the_endpoint_model_is_asked_over_the_wire_and_its_key_is_never_logged()
         "the refusal was logged:\n{log}"
     );
     assert!(!log.contains(KEY), "the key was logged:\n{log}");
+}
+
+#[tokio::test]
+async fn a_photo_with_a_caption_reaches_the_model_as_a_photo_then_its_caption() {
+    let stand_in = StandIn::start().await;
+    stand_in.set_responder(|_| Script::text("What a view!"));
+    let (server, c) = start(&stand_in).await;
+    let mut events = server.events(&c, "pat", None).await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let (status, stored) = server
+        .post_raw(
+            &format!("/v1/conversations/{}/attachments", c.id),
+            Some(c.token("pat")),
+            json!({"mime": "image/png", "data": png}).to_string().into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{stored}");
+    let aid = stored["attachment"]["id"].clone();
+    let (status, sent) = server
+        .act(
+            &c,
+            "pat",
+            "send",
+            json!({"text": "the view from the top", "attachment_id": aid}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let expected = json!({"id": aid, "mime": "image/png", "bytes": 70});
+    assert_eq!(sent["result"]["message"]["attachment"], expected);
+    assert_eq!(next_from_coach(&mut events).await["text"], "What a view!");
+    let asked = conversation_of(&stand_in.requests()[0]);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["content"], "[photo] the view from the top");
+    let kept = history(&server, &c).await;
+    assert_eq!(kept[0]["attachment"], expected, "history keeps the photo");
+
+    // An attachment id this conversation does not have is refused, and nothing is sent.
+    let (status, body) = server
+        .act(
+            &c,
+            "pat",
+            "send",
+            json!({"text": "again", "attachment_id": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(history(&server, &c).await.len(), 2);
 }

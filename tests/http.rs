@@ -691,3 +691,187 @@ async fn tokens_are_stored_only_as_digests_and_open_only_their_conversation() {
         assert_eq!((status, code(&body)), (403, "forbidden"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn display_names_in_any_script_are_kept_beside_the_handle_across_a_restart() {
+    let mut s = TestServer::start().await;
+    let (status, created) = s
+        .post_raw(
+            "/v1/conversations",
+            None,
+            json!({"participants": [
+                {"name": "zoe", "kind": "human", "display_name": "  Zoë  "},
+                {"name": "p2", "kind": "human"},
+            ]})
+            .to_string()
+            .into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["participants"][0]["display_name"], "Zoë", "trimmed");
+    assert!(created["participants"][1].get("display_name").is_none());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let zoe = created["participants"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, added) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/participants"),
+            None,
+            json!({"name": "sara", "kind": "human", "display_name": "سارا"})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["display_name"], "سارا");
+
+    // Refused with a sentence that says why: empty, too long, a control character.
+    for bad in [json!("   "), json!("x".repeat(65)), json!("Sam\nSmith")] {
+        let (status, body) = s
+            .post_raw(
+                &format!("/v1/conversations/{id}/participants"),
+                None,
+                json!({"name": "bad", "kind": "human", "display_name": bad})
+                    .to_string()
+                    .into(),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(code(&body), "bad_request");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("display name"),
+            "{body}"
+        );
+    }
+    // 64 scalar values of a four-byte character are fine.
+    let (status, _) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/participants"),
+            None,
+            json!({"name": "emoji", "kind": "human", "display_name": "😀".repeat(64)})
+                .to_string()
+                .into(),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    s.kill9().await;
+    s.restart().await;
+    let (_, me) = s.get("/v1/whoami", Some(&zoe)).await;
+    assert_eq!(me["you"]["name"], "zoe");
+    assert_eq!(me["you"]["display_name"], "Zoë");
+    let listed: Vec<(Value, Value)> = me["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].clone(), p["display_name"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (json!("zoe"), json!("Zoë")),
+            (json!("p2"), Value::Null),
+            (json!("sara"), json!("سارا")),
+            (json!("emoji"), json!("😀".repeat(64))),
+        ]
+    );
+    let (_, sent) = s
+        .post_raw(
+            &format!("/v1/conversations/{id}/send"),
+            Some(&zoe),
+            json!({"text": "hi"}).to_string().into(),
+        )
+        .await;
+    assert_eq!(
+        sent["result"]["message"]["from"], "zoe",
+        "messages keep the handle"
+    );
+}
+
+/// A 1×1 PNG, base64.
+const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+#[tokio::test]
+async fn a_photo_is_stored_durably_type_checked_size_limited_and_served_to_participants_only() {
+    let mut s = TestServer::start_with(Some("[limits]\nmax_attachment_bytes = 100\n"), &[]).await;
+    let c = s.create(&[("alice", "human"), ("bob", "human")]).await;
+    let other = s.create(&[("eve", "human")]).await;
+    let path = format!("/v1/conversations/{}/attachments", c.id);
+    let upload = |mime: &str, data: &str| json!({"mime": mime, "data": data}).to_string().into();
+
+    let (status, stored) = s
+        .post_raw(&path, Some(c.token("alice")), upload("image/png", PNG_1X1))
+        .await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["attachment"]["mime"], "image/png");
+    assert_eq!(stored["attachment"]["bytes"], 70);
+    let aid = stored["attachment"]["id"].as_str().unwrap().to_owned();
+
+    // Refused, each with its own sentence: a type that is not an image this server takes, bytes
+    // that are not what the type says, data that is not base64, more than the configured size.
+    for (mime, data, want_status, want_code, says) in [
+        ("image/svg+xml", PNG_1X1, 400, "bad_request", "image/png"),
+        (
+            "image/jpeg",
+            PNG_1X1,
+            400,
+            "bad_request",
+            "not a image/jpeg",
+        ),
+        ("image/png", "not base64!", 400, "bad_request", "base64"),
+        (
+            "image/gif",
+            &format!("R0lGODlh{}", "A".repeat(200)),
+            413,
+            "too_large",
+            "100",
+        ),
+    ] {
+        let (status, body) = s
+            .post_raw(&path, Some(c.token("alice")), upload(mime, data))
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (want_status, want_code),
+            "{mime}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{mime}: {message}");
+    }
+    let (status, _) = s.post_raw(&path, None, upload("image/png", PNG_1X1)).await;
+    assert_eq!(status, 401);
+
+    s.kill9().await;
+    s.restart().await;
+    let get = |token: Option<String>| {
+        let request = s.client.get(format!("{}{path}/{aid}", s.url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let response = get(Some(c.token("bob").to_owned())).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 70);
+    assert_eq!(&bytes[..4], b"\x89PNG");
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(
+        get(Some(other.token("eve").to_owned()))
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "another conversation's token does not open it"
+    );
+    let (status, body) = s.get(&format!("{path}/nope"), Some(c.token("bob"))).await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+}

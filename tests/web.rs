@@ -91,6 +91,21 @@ async fn web_chat_in_headless_chromium() {
         stdout.contains("ok   a newcomer's statement is answered"),
         "the newcomer check ran: {stdout}"
     );
+    // The coach read dave's photo as the engine's attachment: the marker, then the caption, once.
+    let photo_prompts: Vec<String> = stand_in
+        .requests()
+        .iter()
+        .filter_map(|r| r.last_user_text())
+        .filter(|t| t.contains("my dinner"))
+        .collect();
+    assert!(
+        !photo_prompts.is_empty(),
+        "the coach was asked about the photo"
+    );
+    for text in &photo_prompts {
+        assert_eq!(text.matches("[photo] my dinner").count(), 1, "{text}");
+        assert_eq!(text.matches("my dinner").count(), 1, "{text}");
+    }
     // The generation whose reply was delivered read the whole burst as one user message.
     let last = stand_in
         .requests()

@@ -276,6 +276,62 @@ try {
   check("the page offers notifications where the browser has not been asked yet",
     await bob.evaluate(() => document.getElementById("notify")?.hidden === (Notification.permission !== "default")));
 
+  // --- Display names in any script --------------------------------------------------------------
+  {
+    const zoe = await newPage();
+    await zoe.goto(url);
+    await zoe.waitForSelector("#start-view:not([hidden])", timeout);
+    await zoe.fill("#my-name", "Zoë");
+    await zoe.check("#peer-human");
+    await zoe.fill("#peer-name", "سارا");
+    await zoe.click("#start");
+    await step("a person named “Zoë” can start a conversation with “سارا”", () => until(zoe, () =>
+      !document.getElementById("chat-view").hidden && document.getElementById("who").textContent === "as Zoë"));
+    check("the tab title shows both display names", (await zoe.title()).includes("Zoë & سارا"), await zoe.title());
+    check("the invite names the other person by their display name",
+      (await zoe.textContent("#invite-label").catch(() => "")).includes("سارا"));
+    const zoeSeat = await zoe.evaluate(() => Object.values(JSON.parse(localStorage.getItem("hark.conversations") || "{}"))[0]);
+    const zoeInvite = await zoe.inputValue("#invite-link").catch(() => "");
+    const sara = await newPage();
+    await sara.goto(zoeInvite);
+    await step("the invite opens as سارا", () => until(sara, () => document.getElementById("who").textContent === "as سارا"));
+    const who = await api(url, "v1/whoami", undefined, new URLSearchParams(zoeInvite.split("#")[1]).get("t"));
+    check("the handles are ASCII (a slug, or p2 when nothing ASCII is left), the display names as typed",
+      zoeSeat && zoeSeat.me === "zoe" && who.you.name === "p2" && who.you.display_name === "سارا" &&
+      who.participants[0].display_name === "Zoë", JSON.stringify([zoeSeat && zoeSeat.me, who.you]));
+    await say(sara, "سلام Zoë");
+    await shows(zoe, "سلام Zoë");
+    check("messages show their author's display name",
+      (await zoe.$$eval("#messages .msg:not(.mine) .from", (els) => els.map((e) => e.textContent))).join() === "سارا");
+    // --- A photo with a caption ---------------------------------------------------------------
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+    await zoe.setInputFiles("#photo-file", { name: "view.png", mimeType: "image/png", buffer: png });
+    await step("a chosen photo shows as a preview before it is sent", () => zoe.waitForSelector("#photo-preview:not([hidden])", timeout));
+    await say(zoe, "the view from the top");
+    const photoShown = (page) => until(page, () => [...document.querySelectorAll("#messages .msg:not(.pending)")].some((li) =>
+      li.querySelector("img.photo")?.naturalWidth > 0 && li.querySelector(".bubble").textContent === "the view from the top"));
+    await step("the other person sees the photo with its caption", () => photoShown(sara));
+    await step("and the sender too, once stored", () => photoShown(zoe));
+    check("the preview is gone after sending", await zoe.isHidden("#photo-preview"));
+    await sara.reload();
+    await step("a reload keeps the photo", () => photoShown(sara));
+
+    await zoe.click("#new-chat");
+    await zoe.waitForSelector("#start-view:not([hidden])", timeout);
+    await zoe.fill("#my-name", "Sam Smith");
+    await zoe.check("#peer-human");
+    await zoe.fill("#peer-name", "Sam Smith");
+    await zoe.click("#start");
+    await step("two people both named “Sam Smith” can talk", () => until(zoe, () =>
+      !document.getElementById("chat-view").hidden && document.getElementById("who").textContent === "as Sam Smith"));
+    const samInvite = await zoe.inputValue("#invite-link").catch(() => "");
+    const sam2 = await api(url, "v1/whoami", undefined, new URLSearchParams(samInvite.split("#")[1]).get("t"));
+    check("and get different handles", sam2.you.name === "sam-smith-2" && sam2.participants[0].name === "sam-smith" &&
+      sam2.you.display_name === "Sam Smith", JSON.stringify(sam2.participants));
+    await zoe.context().close();
+    await sara.context().close();
+  }
+
   // --- Accessibility -------------------------------------------------------------------------------
   const contrast = () => {
     const parse = (c) => {
@@ -520,6 +576,14 @@ try {
         check("a newcomer's statement is answered well before the 10 s hard cap (< 6 s)", ms < 6000, ms + " ms");
       })
       .catch((e) => check("a newcomer's statement is answered well before the 10 s hard cap (< 6 s)", false, e.message));
+    // A photo with a caption reaches the coach (tests/web.rs reads the prompt: "[photo] my dinner").
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+    await dave.setInputFiles("#photo-file", { name: "dinner.png", mimeType: "image/png", buffer: png });
+    await dave.waitForSelector("#photo-preview:not([hidden])", timeout).catch(() => {});
+    await say(dave, "my dinner");
+    await step("the coach answers a photo with a caption", () => dave.waitForFunction((name) =>
+      [...document.querySelectorAll("#messages .msg:not(.pending)")].filter((m) => m.dataset.from === name).length === 2,
+      agentName, { timeout: 30000 }));
   }
 
   // --- A burst to an agent gets one reply ---------------------------------------------------

@@ -294,6 +294,7 @@ impl StateMachineTest for Sut {
                 Action::Send {
                     text,
                     client_id: id(i),
+                    attachment: None,
                 },
             ),
         };
@@ -613,7 +614,7 @@ proptest! {
                         0 => Action::Append { text: "x".into() },
                         1 => Action::Preview,
                         2 => Action::Push { force: false, client_id: None },
-                        3 => Action::Send { text: format!("m{}", c.next), client_id: None },
+                        3 => Action::Send { text: format!("m{}", c.next), client_id: None, attachment: None },
                         _ => {
                             // A client that reads from the event stream has received what it
                             // says it read.

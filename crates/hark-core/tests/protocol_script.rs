@@ -186,6 +186,7 @@ fn parse_action(raw: &str) -> Action {
         "send" => Action::Send {
             text: quoted(),
             client_id: client_id(),
+            attachment: None,
         },
         "check" => Action::Check {
             timeout_ms: (!rest.is_empty()).then(|| rest.parse().unwrap()),
@@ -1252,6 +1253,7 @@ fn a_restored_cursor_past_the_log_is_clamped() {
         text: "hi".into(),
         sent_at: Millis(0),
         client_id: None,
+        attachment: None,
     };
     let mut conversation = Conversation::restore(
         "c1",
@@ -1315,6 +1317,7 @@ fn checking_names_who_waits_in_check() {
         Action::Send {
             text: "hi".into(),
             client_id: None,
+            attachment: None,
         },
         t,
     );

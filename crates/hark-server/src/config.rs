@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// `check`, no unconfirmed result, no typing lease) for this long is unloaded from memory;
     /// the next request loads it again. 0 keeps every conversation loaded.
     pub idle_conversation_ms: u64,
+    /// Largest attachment accepted, in bytes after decoding (`[limits] max_attachment_bytes`).
+    pub max_attachment_bytes: usize,
 }
 
 /// How much of the machine one server, one participant or one conversation may hold: every
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             caps: Caps::default(),
             allowed_hosts: Vec::new(),
             idle_conversation_ms: 60_000,
+            max_attachment_bytes: 5 * 1024 * 1024,
         }
     }
 }

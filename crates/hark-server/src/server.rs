@@ -99,7 +99,12 @@ impl Server {
         let admin = self.app.admin(&Caller::Admin)?;
         let participants = participants
             .into_iter()
-            .map(|(name, kind, agent)| ParticipantSpec { name, kind, agent })
+            .map(|(name, kind, agent)| ParticipantSpec {
+                name,
+                kind,
+                agent,
+                display_name: None,
+            })
             .collect();
         let created = self.app.create(&admin, title, participants).await?;
         let tokens = created.participants.into_iter().map(|p| p.token).collect();

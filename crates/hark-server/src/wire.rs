@@ -7,13 +7,16 @@
 //! the text a model reads from them).
 
 use hark_core::protocol::{
-    Action, ActionKind, ActionResult, Envelope, Event, Message, ParticipantKind, Receipt,
+    Action, ActionKind, ActionResult, AttachmentRef, Envelope, Event, Message, ParticipantKind,
+    Receipt,
 };
 use hark_core::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::{AgentInfo, Created, CreatedParticipant, Description, HistoryPage, Participant};
+use crate::app::{
+    AgentInfo, AttachmentInfo, Created, CreatedParticipant, Description, HistoryPage, Participant,
+};
 
 /// A body that is not what the route takes, with serde's reason, as a sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,64 @@ pub struct NewParticipant {
     /// A configured built-in agent to play it.
     #[serde(default)]
     pub agent: Option<String>,
+    /// The name people see, in any script; checked by the route.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// `POST /v1/conversations/{id}/attachments`: an image, base64 in JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAttachment {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub mime: String,
+    /// The bytes, standard base64 (padding optional).
+    pub data: String,
+}
+
+impl NewAttachment {
+    /// The decoded bytes, or why they are not base64.
+    pub fn bytes(&self) -> Result<Vec<u8>, BadBody> {
+        use base64::Engine;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        engine
+            .decode(self.data.trim())
+            .map_err(|e| BadBody(format!("The attachment's data is not base64: {e}.")))
+    }
+}
+
+/// An attachment as answers and messages show it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAttachment {
+    /// Its id in the conversation.
+    pub id: String,
+    /// Its media type.
+    pub mime: String,
+    /// Its size in bytes.
+    pub bytes: usize,
+}
+
+/// `POST …/attachments` answered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WireAttached {
+    /// What was stored.
+    pub attachment: WireAttachment,
+}
+
+impl From<&AttachmentInfo> for WireAttached {
+    fn from(a: &AttachmentInfo) -> Self {
+        WireAttached {
+            attachment: WireAttachment {
+                id: a.id.clone(),
+                mime: a.mime.clone(),
+                bytes: a.bytes,
+            },
+        }
+    }
 }
 
 /// A participant's kind on the wire.
@@ -134,6 +195,9 @@ struct SendBody {
     text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
+    /// An attachment uploaded to this conversation; `text` is then its caption (may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attachment_id: Option<String>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -189,8 +253,21 @@ pub fn decode_action(kind: ActionKind, body: &[u8]) -> Result<Action, BadBody> {
             Action::Read { up_to }
         }
         ActionKind::Send => {
-            let SendBody { text, client_id } = parse(body)?;
-            Action::Send { text, client_id }
+            let SendBody {
+                text,
+                client_id,
+                attachment_id,
+            } = parse(body)?;
+            Action::Send {
+                text,
+                client_id,
+                // Named only: the service fills in the rest from the store.
+                attachment: attachment_id.map(|id| AttachmentRef {
+                    id,
+                    mime: String::new(),
+                    bytes: 0,
+                }),
+            }
         }
     })
 }
@@ -210,9 +287,14 @@ pub fn encode_action(action: &Action) -> (ActionKind, Value) {
         }),
         Action::Typing { typing } => to_value(&TypingBody { typing: *typing }),
         Action::Read { up_to } => to_value(&ReadBody { up_to: *up_to }),
-        Action::Send { text, client_id } => to_value(&SendBody {
+        Action::Send {
+            text,
+            client_id,
+            attachment,
+        } => to_value(&SendBody {
             text: text.clone(),
             client_id: client_id.clone(),
+            attachment_id: attachment.as_ref().map(|a| a.id.clone()),
         }),
     };
     (action.kind(), body)
@@ -281,6 +363,9 @@ pub struct WireMessage {
     /// The author's idempotency key, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A photo sent with it (`text` is its caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<WireAttachment>,
 }
 
 impl From<&Message> for WireMessage {
@@ -292,6 +377,11 @@ impl From<&Message> for WireMessage {
             text: m.text.clone(),
             sent_at: timestamp(m.sent_at),
             client_id: m.client_id.clone(),
+            attachment: m.attachment.as_ref().map(|a| WireAttachment {
+                id: a.id.clone(),
+                mime: a.mime.clone(),
+                bytes: a.bytes as usize,
+            }),
         }
     }
 }
@@ -478,6 +568,9 @@ pub struct WireParticipant {
     /// The built-in agent playing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The name people see (absent when none was given: show `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `GET /v1/conversations/{id}`.
@@ -514,10 +607,11 @@ impl From<&Description> for WireDescription {
             participants: d
                 .participants
                 .iter()
-                .map(|(name, kind, agent)| WireParticipant {
-                    name: name.as_str().to_owned(),
-                    kind: (*kind).into(),
-                    agent: agent.clone(),
+                .map(|p| WireParticipant {
+                    name: p.name.as_str().to_owned(),
+                    kind: p.kind.into(),
+                    agent: p.agent.clone(),
+                    display_name: p.display_name.clone(),
                 })
                 .collect(),
             last_seq: d.last_seq,
@@ -536,6 +630,9 @@ pub struct WireYou {
     pub name: String,
     /// `human` or `agent`.
     pub kind: WireKind,
+    /// The name people see (absent when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// `GET /v1/whoami`: the description plus `you`.
@@ -556,6 +653,11 @@ impl WireWhoami {
             you: WireYou {
                 name: who.name().as_str().to_owned(),
                 kind: who.kind().into(),
+                display_name: description
+                    .participants
+                    .iter()
+                    .find(|p| &p.name == who.name())
+                    .and_then(|p| p.display_name.clone()),
             },
         }
     }
@@ -592,6 +694,9 @@ pub struct WireCreatedParticipant {
     /// The built-in agent playing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The name people see, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 impl From<&CreatedParticipant> for WireCreatedParticipant {
@@ -601,6 +706,7 @@ impl From<&CreatedParticipant> for WireCreatedParticipant {
             kind: p.kind.into(),
             token: p.token.clone(),
             agent: p.agent.clone(),
+            display_name: p.display_name.clone(),
         }
     }
 }
@@ -777,6 +883,7 @@ mod tests {
             Action::Send {
                 text: "x".into(),
                 client_id: None,
+                attachment: None,
             },
         ];
         for action in actions {
@@ -794,6 +901,7 @@ mod tests {
             text: "hi".into(),
             sent_at: Millis(1_795_251_444_512),
             client_id: client_id.map(str::to_owned),
+            attachment: None,
         })
     }
 

@@ -54,6 +54,7 @@ async fn a_wall_clock_set_back_neither_hangs_check_nor_stamps_backwards() {
     let send = Action::Send {
         text: "before".into(),
         client_id: None,
+        attachment: None,
     };
     let before = sent(first.act(&id, name("sam"), send).await.unwrap());
     assert_eq!(before, WALL_START);
@@ -100,6 +101,7 @@ async fn a_wall_clock_set_back_neither_hangs_check_nor_stamps_backwards() {
     let after = Action::Send {
         text: "after".into(),
         client_id: None,
+        attachment: None,
     };
     let after = sent(app.act(&sam, after).await.unwrap());
     assert!(

@@ -82,9 +82,40 @@ t=10s    pat: trying again
             0.5s    coach composing
             2.5s    model fails
             2.5s    coach stops composing
-            2.5s    [2] coach: (I couldn't answer just now: my model did not respond. Send another message and I'll try again.) (notice-1)
+            2.5s    [2] coach: (I couldn't answer just now: my model did not respond. Send another message and I'll try again.) (notice-1-r1)
             10s     [3] pat: trying again
             10.5s   model ← [U "are you there?", A "(I couldn't answer just now: my model did not respond. Send another message and I'll try again.)", U "trying again"]
+            10.5s   coach composing
+            10.9s   [4] coach: Back again. (turn-2-0-r3)
+            10.9s   coach stops composing
+        "#]],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_given_up_with_a_notice_is_not_answered_after_a_restart() {
+    // The notice closes the failed turn; a restart must not take its burst for an unanswered one
+    // (no model call after the restart), and the next message is answered as usual.
+    check(
+        r#"
+config endpoint=fixed:500 speculate=off typing_cps=1000
+model: fail after 1s
+model: say "Back again." after 300ms
+t=0      pat: are you there?
+t=5s     restart
+t=10s    pat: hello?
+"#,
+        expect![[r#"
+            0s      [1] pat: are you there?
+            0.5s    model ← [U "are you there?"]
+            0.5s    coach composing
+            1.5s    model fails
+            1.5s    coach stops composing
+            1.5s    [2] coach: (I couldn't answer just now: my model did not respond. Send another message and I'll try again.) (notice-1-r1)
+            5s      -- restart
+            10s     [3] pat: hello?
+            10.5s   model ← [U "are you there?", A "(I couldn't answer just now: my model did not respond. Send another message and I'll try again.)", U "hello?"]
             10.5s   coach composing
             10.9s   [4] coach: Back again. (turn-2-0-r3)
             10.9s   coach stops composing

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use hark_core::protocol::{Effect, Message, ParticipantName};
 use hark_server::{Server, ServerConfig};
 use hark_store::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, SqliteStore, Store, StoreError,
-    StoredConversation, TokenHash, TokenOwner,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, SqliteStore,
+    Store, StoreError, StoredAttachment, StoredConversation, TokenHash, TokenOwner,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -82,6 +82,13 @@ impl Store for Flaky {
     ) -> Result<(), StoreError> {
         self.check()?;
         self.inner.save_agent_state(c, p, s).await
+    }
+    async fn put_attachment(&self, c: &str, a: NewAttachment) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_attachment(c, a).await
+    }
+    async fn attachment(&self, c: &str, id: &str) -> Result<Option<StoredAttachment>, StoreError> {
+        self.inner.attachment(c, id).await
     }
 }
 

@@ -77,6 +77,43 @@ pub trait Store: Send + Sync + 'static {
         participant: &ParticipantName,
         state: AgentState,
     ) -> Result<(), StoreError>;
+
+    /// Durably stores an attachment's bytes (the caller checked them); [`StoreError::NotFound`]
+    /// if the conversation does not exist.
+    async fn put_attachment(
+        &self,
+        conversation: &str,
+        attachment: NewAttachment,
+    ) -> Result<(), StoreError>;
+
+    /// An attachment of this conversation, or `None` if it has none of that id.
+    async fn attachment(
+        &self,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<StoredAttachment>, StoreError>;
+}
+
+/// An attachment to store: bytes whose type the server checked.
+#[derive(Clone, Debug)]
+pub struct NewAttachment {
+    /// Its id (random, hex), chosen by the caller; unique in its conversation.
+    pub id: String,
+    /// Its media type, e.g. `image/png`.
+    pub mime: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// When it was uploaded.
+    pub created_at: Millis,
+}
+
+/// An attachment as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAttachment {
+    /// Its media type.
+    pub mime: String,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// A participant played by a built-in agent.
@@ -126,6 +163,8 @@ pub struct NewParticipant {
     pub kind: ParticipantKind,
     /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
+    /// The name people see, in any script (the server validated it); `None` shows `name`.
+    pub display_name: Option<String>,
     /// The digest of its bearer token (the token itself is never stored).
     pub token_hash: TokenHash,
 }
@@ -152,6 +191,8 @@ pub struct StoredParticipant {
     pub record: ParticipantRecord,
     /// The built-in agent that plays this participant, if any.
     pub agent: Option<String>,
+    /// The name people see, if one was given.
+    pub display_name: Option<String>,
 }
 
 /// The participant a token belongs to.

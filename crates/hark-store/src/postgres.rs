@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use hark_core::protocol::{Effect, Message, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantName, ParticipantRecord};
 use hark_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -29,12 +29,14 @@ use tokio_postgres::types::ToSql;
 
 use crate::agent_state;
 use crate::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, StoredParticipant, TokenHash, TokenOwner, parse_kind, parse_name,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
+    StoreError, StoredAttachment, StoredConversation, StoredParticipant, TokenHash, TokenOwner,
+    parse_kind, parse_name,
 };
 
 /// The schema, applied in order; the table `hark_schema` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE conversations (
         id            TEXT PRIMARY KEY,
         title         TEXT,
@@ -78,7 +80,20 @@ const MIGRATIONS: &[&str] = &[r#"
         rhythm          TEXT NOT NULL,
         PRIMARY KEY (conversation_id, participant)
     );
-"#];
+"#,
+    r#"
+    ALTER TABLE participants ADD COLUMN display_name TEXT;
+    CREATE TABLE attachments (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        id              TEXT NOT NULL,
+        mime            TEXT NOT NULL,
+        data            BYTEA NOT NULL,
+        created_at_ms   BIGINT NOT NULL,
+        UNIQUE (conversation_id, id)
+    );
+    ALTER TABLE messages ADD COLUMN attachment_id TEXT;
+"#,
+];
 
 /// The advisory lock key under which migrations run (any fixed number; "hark" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6861_726b;
@@ -221,8 +236,9 @@ fn statements(conversation: &str, effects: &[Effect]) -> Vec<Statement> {
         .iter()
         .map(|effect| match effect {
             Effect::InsertMessage(m) => s(
-                "INSERT INTO messages (conversation_id, seq, sender, text, sent_at_ms, client_id)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO messages
+                   (conversation_id, seq, sender, text, sent_at_ms, client_id, attachment_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 vec![
                     id(),
                     Box::new(m.seq as i64),
@@ -230,6 +246,7 @@ fn statements(conversation: &str, effects: &[Effect]) -> Vec<Statement> {
                     Box::new(m.text.clone()),
                     Box::new(m.sent_at.0 as i64),
                     Box::new(m.client_id.clone()),
+                    Box::new(m.attachment.as_ref().map(|a| a.id.clone())),
                 ],
             ),
             // Cursors only move forward, even if effects were ever replayed out of order.
@@ -440,7 +457,7 @@ impl Store for PostgresStore {
             .map_err(unavailable)?;
         let rows = tx
             .query(
-                "SELECT name, kind, agent, cursor FROM participants
+                "SELECT name, kind, agent, cursor, display_name FROM participants
                  WHERE conversation_id = $1 ORDER BY position",
                 &[&id],
             )
@@ -464,6 +481,7 @@ impl Store for PostgresStore {
                     draft_segments,
                 },
                 agent: row.get(2),
+                display_name: row.get(4),
             });
         }
         let messages = messages_after(&tx, id, 0, usize::MAX).await?;
@@ -610,6 +628,54 @@ impl Store for PostgresStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn put_attachment(
+        &self,
+        conversation: &str,
+        attachment: NewAttachment,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO attachments (conversation_id, id, mime, data, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &conversation,
+                    &attachment.id,
+                    &attachment.mime,
+                    &attachment.data,
+                    &(attachment.created_at.0 as i64),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<StoredAttachment>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT mime, data FROM attachments WHERE conversation_id = $1 AND id = $2",
+                &[&conversation, &id],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|row| StoredAttachment {
+            mime: row.get(0),
+            data: row.get(1),
+        }))
+    }
 }
 
 async fn insert_participant(
@@ -619,10 +685,11 @@ async fn insert_participant(
 ) -> Result<(), StoreError> {
     let inserted = tx
         .execute(
-            "INSERT INTO participants (conversation_id, name, position, kind, agent, token_hash)
+            "INSERT INTO participants
+               (conversation_id, name, position, kind, agent, token_hash, display_name)
              VALUES ($1, $2,
                      (SELECT COUNT(*) FROM participants WHERE conversation_id = $1)::INTEGER,
-                     $3, $4, $5)
+                     $3, $4, $5, $6)
              ON CONFLICT (conversation_id, name) DO NOTHING",
             &[
                 &conversation,
@@ -630,6 +697,7 @@ async fn insert_participant(
                 &participant.kind.as_str(),
                 &participant.agent,
                 &&participant.token_hash[..],
+                &participant.display_name,
             ],
         )
         .await
@@ -659,8 +727,11 @@ async fn messages_after(
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows = client
         .query(
-            "SELECT seq, sender, text, sent_at_ms, client_id FROM messages
-             WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT m.seq, m.sender, m.text, m.sent_at_ms, m.client_id,
+                    m.attachment_id, a.mime, octet_length(a.data)::BIGINT
+             FROM messages m LEFT JOIN attachments a
+               ON a.conversation_id = m.conversation_id AND a.id = m.attachment_id
+             WHERE m.conversation_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
             &[&conversation, &after, &limit],
         )
         .await
@@ -668,6 +739,20 @@ async fn messages_after(
     rows.iter()
         .map(|row| {
             let seq: i64 = row.get(0);
+            let attachment_id: Option<String> = row.get(5);
+            let attachment = match (attachment_id, row.get::<_, Option<String>>(6)) {
+                (None, _) => None,
+                (Some(id), Some(mime)) => Some(AttachmentRef {
+                    id,
+                    mime,
+                    bytes: row.get::<_, Option<i64>>(7).unwrap_or(0).max(0) as u64,
+                }),
+                (Some(id), None) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "message {seq} of {conversation} names attachment {id}, which is missing"
+                    )));
+                }
+            };
             Ok(Message {
                 seq: u64::try_from(seq)
                     .map_err(|_| StoreError::Corrupt(format!("negative seq in {conversation}")))?,
@@ -676,6 +761,7 @@ async fn messages_after(
                 text: row.get(2),
                 sent_at: Millis(row.get::<_, i64>(3).max(0) as u64),
                 client_id: row.get(4),
+                attachment,
             })
         })
         .collect()

@@ -10,15 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use hark_core::protocol::{Effect, Message, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantName, ParticipantRecord};
 use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent_state;
 use crate::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, StoredParticipant, TokenHash, TokenOwner, parse_kind, parse_name,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
+    StoreError, StoredAttachment, StoredConversation, StoredParticipant, TokenHash, TokenOwner,
+    parse_kind, parse_name,
 };
 
 /// The schema, applied in order; `PRAGMA user_version` records how many have run.
@@ -68,6 +69,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, participant)
     ) WITHOUT ROWID;
 "#,
+    r#"
+    ALTER TABLE participants ADD COLUMN display_name TEXT;
+"#,
+    r#"
+    CREATE TABLE attachments (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        id              TEXT NOT NULL,
+        mime            TEXT NOT NULL,
+        data            BLOB NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        UNIQUE (conversation_id, id)
+    );
+"#,
+    r#"
+    ALTER TABLE messages ADD COLUMN attachment_id TEXT;
+"#,
 ];
 
 /// Most jobs folded into one transaction; bounds the latency a single commit can add.
@@ -88,6 +105,7 @@ enum Write {
     AgentState(String, ParticipantName, AgentState),
     /// A write that changes nothing but still reaches the disk: whether the store can write.
     Probe,
+    Attachment(String, NewAttachment),
 }
 
 struct Job {
@@ -322,6 +340,39 @@ impl Store for SqliteStore {
         ))
         .await
     }
+
+    async fn put_attachment(
+        &self,
+        conversation: &str,
+        attachment: NewAttachment,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Attachment(conversation.to_owned(), attachment))
+            .await
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<StoredAttachment>, StoreError> {
+        let (conversation, id) = (conversation.to_owned(), id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT mime, data FROM attachments WHERE conversation_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![conversation, id], |r| {
+                    Ok(StoredAttachment {
+                        mime: r.get(0)?,
+                        data: r.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -462,6 +513,30 @@ fn apply_write(tx: &Connection, write: &Write) -> Result<(), StoreError> {
         // Setting the schema version to itself rewrites the database header, so the commit
         // really goes to the disk: a read-only file or a full disk fails here.
         Write::Probe => probe(tx).map_err(unavailable),
+        Write::Attachment(conversation, attachment) => {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+                .and_then(|mut s| s.exists([conversation]))
+                .map_err(unavailable)?;
+            if !exists {
+                return Err(StoreError::NotFound);
+            }
+            tx.prepare_cached(
+                "INSERT INTO attachments (conversation_id, id, mime, data, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    conversation,
+                    attachment.id,
+                    attachment.mime,
+                    attachment.data,
+                    attachment.created_at.0 as i64
+                ])
+            })
+            .map(drop)
+            .map_err(unavailable)
+        }
     }
 }
 
@@ -488,16 +563,18 @@ fn insert_participant(
         return Err(StoreError::NameTaken);
     }
     tx.execute(
-        "INSERT INTO participants (conversation_id, name, position, kind, agent, token_hash)
+        "INSERT INTO participants
+           (conversation_id, name, position, kind, agent, token_hash, display_name)
          VALUES (?1, ?2,
                  (SELECT COUNT(*) FROM participants WHERE conversation_id = ?1),
-                 ?3, ?4, ?5)",
+                 ?3, ?4, ?5, ?6)",
         params![
             conversation,
             participant.name.as_str(),
             participant.kind.as_str(),
             participant.agent,
-            &participant.token_hash[..]
+            &participant.token_hash[..],
+            participant.display_name
         ],
     )
     .map_err(unavailable)?;
@@ -508,8 +585,9 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
     let result = match effect {
         Effect::InsertMessage(m) => tx
             .prepare_cached(
-                "INSERT INTO messages (conversation_id, seq, sender, text, sent_at_ms, client_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages
+                   (conversation_id, seq, sender, text, sent_at_ms, client_id, attachment_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -518,7 +596,8 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
                     m.from.as_str(),
                     m.text,
                     m.sent_at.0 as i64,
-                    m.client_id
+                    m.client_id,
+                    m.attachment.as_ref().map(|a| &a.id)
                 ])
             }),
         // Cursors only move forward, even if effects were ever replayed out of order.
@@ -571,7 +650,7 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
     let mut participants = Vec::new();
     let mut statement = c
         .prepare_cached(
-            "SELECT name, kind, agent, cursor FROM participants
+            "SELECT name, kind, agent, cursor, display_name FROM participants
              WHERE conversation_id = ?1 ORDER BY position",
         )
         .map_err(unavailable)?;
@@ -582,11 +661,12 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })
         .map_err(unavailable)?;
     for row in rows {
-        let (name, kind, agent, cursor) = row.map_err(unavailable)?;
+        let (name, kind, agent, cursor, display_name) = row.map_err(unavailable)?;
         let draft_segments = c
             .prepare_cached(
                 "SELECT text FROM draft_segments WHERE conversation_id = ?1 AND participant = ?2
@@ -605,6 +685,7 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
                 draft_segments,
             },
             agent,
+            display_name,
         });
     }
     let messages = messages_after(c, id, 0, usize::MAX)?;
@@ -635,8 +716,11 @@ fn messages_after(
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let mut statement = c
         .prepare_cached(
-            "SELECT seq, sender, text, sent_at_ms, client_id FROM messages
-             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT m.seq, m.sender, m.text, m.sent_at_ms, m.client_id,
+                    m.attachment_id, a.mime, length(a.data)
+             FROM messages m LEFT JOIN attachments a
+               ON a.conversation_id = m.conversation_id AND a.id = m.attachment_id
+             WHERE m.conversation_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
         )
         .map_err(unavailable)?;
     let rows = statement
@@ -647,12 +731,30 @@ fn messages_after(
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, Option<String>>(4)?,
+                (
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ),
             ))
         })
         .map_err(unavailable)?;
     let mut messages = Vec::new();
     for row in rows {
-        let (seq, from, text, sent_at, client_id) = row.map_err(unavailable)?;
+        let (seq, from, text, sent_at, client_id, attachment) = row.map_err(unavailable)?;
+        let attachment = match attachment {
+            (None, _, _) => None,
+            (Some(id), Some(mime), Some(bytes)) => Some(AttachmentRef {
+                id,
+                mime,
+                bytes: bytes as u64,
+            }),
+            (Some(id), _, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "message {seq} of {conversation} names attachment {id}, which is missing"
+                )));
+            }
+        };
         messages.push(Message {
             seq: seq as u64,
             id: format!("{conversation}-{seq}"),
@@ -660,6 +762,7 @@ fn messages_after(
             text,
             sent_at: Millis(sent_at as u64),
             client_id,
+            attachment,
         });
     }
     Ok(messages)
@@ -671,4 +774,60 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 
 fn poisoned() -> StoreError {
     StoreError::Unavailable("the connection pool is poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use hark_core::protocol::ParticipantKind;
+
+    use super::*;
+
+    fn participant(name: &str, hash: u8) -> NewParticipant {
+        NewParticipant {
+            name: ParticipantName::parse(name).unwrap(),
+            kind: ParticipantKind::Human,
+            agent: None,
+            display_name: None,
+            token_hash: [hash; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn display_names_round_trip_and_a_version_2_file_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            // A file written before display names existed.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO conversations (id, title, created_at_ms) VALUES ('c', NULL, 1);
+                 INSERT INTO participants (conversation_id, name, position, kind, token_hash)
+                 VALUES ('c', 'old', 0, 'human', x'01');",
+            )
+            .unwrap();
+        }
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let mut zoe = participant("zoe", 2);
+            zoe.display_name = Some("Zoë سارا".into());
+            store.add_participant("c", zoe).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let loaded = store.load_conversation("c").await.unwrap().unwrap();
+        let names: Vec<_> = loaded
+            .participants
+            .iter()
+            .map(|p| (p.record.name.as_str().to_owned(), p.display_name.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("old".to_owned(), None),
+                ("zoe".to_owned(), Some("Zoë سارا".to_owned()))
+            ]
+        );
+    }
 }

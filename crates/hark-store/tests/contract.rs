@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName};
+use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantKind, ParticipantName};
 use hark_core::time::Millis;
 use hark_core::turn::PersonRhythm;
 use hark_store::{
-    AgentState, NewConversation, NewParticipant, PostgresStore, SqliteStore, Store, StoreError,
+    AgentState, NewAttachment, NewConversation, NewParticipant, PostgresStore, SqliteStore, Store,
+    StoreError,
 };
 
 /// Where a test's store lives, so that it can be opened again (a restart).
@@ -123,6 +124,8 @@ contract!(
     a_client_id_is_unique_per_sender_in_the_database,
     agents_are_listed_in_join_order,
     damaged_rows_are_an_error_not_a_panic,
+    attachments_are_durable_and_belong_to_their_conversation,
+    display_names_round_trip_in_any_script,
 );
 
 fn name(raw: &str) -> ParticipantName {
@@ -134,6 +137,7 @@ fn participant(raw: &str, hash: u8) -> NewParticipant {
         name: name(raw),
         kind: ParticipantKind::Human,
         agent: None,
+        display_name: None,
         token_hash: [hash; 32],
     }
 }
@@ -146,6 +150,7 @@ fn message(seq: u64, from: &str, text: &str, client_id: Option<&str>) -> Arc<Mes
         text: text.into(),
         sent_at: Millis(1_000 + seq),
         client_id: client_id.map(str::to_owned),
+        attachment: None,
     })
 }
 
@@ -421,6 +426,7 @@ async fn agents_are_listed_in_join_order(backend: &Backend) {
         name: name(raw),
         kind: ParticipantKind::Agent,
         agent: Some(plays.into()),
+        display_name: None,
         token_hash: [hash; 32],
     };
     create(
@@ -478,6 +484,74 @@ async fn damaged_rows_are_an_error_not_a_panic(backend: &Backend) {
         .await;
     let err = store.find_token([1; 32]).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+async fn attachments_are_durable_and_belong_to_their_conversation(backend: &Backend) {
+    let png = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 255];
+    {
+        let store = backend.open().await;
+        create(&*store, "c", vec![participant("alice", 1)]).await;
+        let new = |id: &str| NewAttachment {
+            id: id.into(),
+            mime: "image/png".into(),
+            data: png.clone(),
+            created_at: Millis(3),
+        };
+        store.put_attachment("c", new("a1")).await.unwrap();
+        let err = store.put_attachment("nope", new("a2")).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err}");
+        let mut photo = (*message(1, "alice", "a caption", None)).clone();
+        photo.attachment = Some(AttachmentRef {
+            id: "a1".into(),
+            mime: "image/png".into(),
+            bytes: 8,
+        });
+        store
+            .commit("c", vec![Effect::InsertMessage(Arc::new(photo))])
+            .await
+            .unwrap();
+    }
+    let store = backend.open().await;
+    let loaded = store.load_conversation("c").await.unwrap().unwrap();
+    let attachment = loaded.messages[0].attachment.as_ref().unwrap();
+    assert_eq!(
+        (
+            attachment.id.as_str(),
+            attachment.mime.as_str(),
+            attachment.bytes
+        ),
+        ("a1", "image/png", 8),
+        "a message keeps its photo across a reopen"
+    );
+    let got = store.attachment("c", "a1").await.unwrap().unwrap();
+    assert_eq!((got.mime.as_str(), got.data), ("image/png", png));
+    assert_eq!(store.attachment("other", "a1").await.unwrap(), None);
+    assert_eq!(store.attachment("c", "a2").await.unwrap(), None);
+}
+
+async fn display_names_round_trip_in_any_script(backend: &Backend) {
+    let store = backend.open().await;
+    let mut zoe = participant("zoe", 2);
+    zoe.display_name = Some("Zoë سارا".into());
+    create(&*store, "c", vec![participant("old", 1), zoe]).await;
+    let mut sam = participant("sam", 3);
+    sam.display_name = Some("Sam Smith".into());
+    store.add_participant("c", sam).await.unwrap();
+    let store = backend.open().await;
+    let loaded = store.load_conversation("c").await.unwrap().unwrap();
+    let names: Vec<_> = loaded
+        .participants
+        .iter()
+        .map(|p| (p.record.name.as_str(), p.display_name.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("old", None),
+            ("zoe", Some("Zoë سارا")),
+            ("sam", Some("Sam Smith"))
+        ]
+    );
 }
 
 /// PostgreSQL only: nodes starting at once against an empty database migrate it once.

@@ -318,7 +318,11 @@ impl Conversation {
                 text: self.participants[me].draft.text(),
             }),
             Action::Push { force, client_id } => self.push(now, me, force, client_id),
-            Action::Send { text, client_id } => self.send(now, me, text, client_id),
+            Action::Send {
+                text,
+                client_id,
+                attachment,
+            } => self.send(now, me, text, client_id, attachment),
             Action::Typing { typing } => {
                 self.participants[me].typing_until =
                     typing.then(|| now.saturating_add(self.limits.typing_timeout_ms));
@@ -554,7 +558,7 @@ impl Conversation {
         self.participants[me].draft.clear();
         let name = self.participants[me].name.clone();
         self.persist(Effect::ClearDraft { participant: name });
-        Ok(self.publish(now, me, text, client_id))
+        Ok(self.publish(now, me, text, client_id, None))
     }
 
     fn send(
@@ -563,12 +567,13 @@ impl Conversation {
         me: usize,
         text: String,
         client_id: Option<String>,
+        attachment: Option<AttachmentRef>,
     ) -> Result<ActionResult, ActionError> {
         if let Some(original) = self.duplicate_of(me, client_id.as_deref())? {
             return Ok(original);
         }
         let draft = &self.participants[me].draft;
-        if text.trim().is_empty() && draft.text_is_blank() {
+        if text.trim().is_empty() && draft.text_is_blank() && attachment.is_none() {
             return Err(ActionError::EmptyText);
         }
         let chars = draft.chars() + text.chars().count();
@@ -585,7 +590,7 @@ impl Conversation {
             let name = self.participants[me].name.clone();
             self.persist(Effect::ClearDraft { participant: name });
         }
-        Ok(self.publish(now, me, full, client_id))
+        Ok(self.publish(now, me, full, client_id, attachment))
     }
 
     /// The client says it has read up to `up_to` (from the event stream): that is a confirmation
@@ -741,6 +746,7 @@ impl Conversation {
         me: usize,
         text: String,
         client_id: Option<String>,
+        attachment: Option<AttachmentRef>,
     ) -> ActionResult {
         let seq = self.last_seq() + 1;
         let message = Arc::new(Message {
@@ -750,6 +756,7 @@ impl Conversation {
             text,
             sent_at: now,
             client_id: client_id.clone(),
+            attachment,
         });
         if let Some(client_id) = client_id {
             self.client_ids.insert((me, client_id), seq);

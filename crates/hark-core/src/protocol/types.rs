@@ -90,6 +90,19 @@ pub struct Message {
     pub text: String,
     pub sent_at: Millis,
     pub client_id: Option<String>,
+    /// A file sent with the message (its caption is `text`, which may then be empty).
+    pub attachment: Option<AttachmentRef>,
+}
+
+/// A file attached to a message: the store holds its bytes, the log this reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentRef {
+    /// Its id in the conversation.
+    pub id: String,
+    /// Its media type, e.g. `image/png`.
+    pub mime: String,
+    /// Its size in bytes.
+    pub bytes: u64,
 }
 
 /// An id the driver gives each request so that it can route the reply.
@@ -119,9 +132,12 @@ pub enum Action {
     Read {
         up_to: u64,
     },
+    /// `attachment`: a stored file the service resolved; with one, `text` (the caption) may be
+    /// empty.
     Send {
         text: String,
         client_id: Option<String>,
+        attachment: Option<AttachmentRef>,
     },
 }
 

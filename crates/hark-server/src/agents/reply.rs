@@ -19,10 +19,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use hark_core::protocol::{Action, ActionResult, Event, Message, ParticipantName};
 use hark_core::turn::{
-    GenerationResult, Input, LogMessage, Output, Prompt, Role, TurnConfig, TurnEngine, TurnId,
-    TurnOutcome, TurnSnapshot,
+    Attachment, GenerationResult, Input, LogMessage, Output, Prompt, Role, TurnConfig, TurnEngine,
+    TurnId, TurnOutcome, TurnSnapshot,
 };
-use hark_llm::{ChatRequest, StreamEvent, ToolSpec};
+use hark_llm::{ChatRequest, StopReason, StreamEvent, ToolSpec};
 use hark_store::AgentState;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -73,6 +73,7 @@ pub(crate) async fn run(ctx: AgentContext, spec: Arc<AgentSpec>) {
         typing_refresh: None,
         people_typing: BTreeSet::new(),
         last_seq: subscription.last_seq,
+        committed: None,
     };
     driver.run(subscription.live, results_rx).await;
 }
@@ -102,6 +103,11 @@ async fn restore(
         if let Some(id) = turn_id(message) {
             epoch = epoch.max(id.epoch);
             answered_up_to = answered_up_to.max(id.read_up_to);
+        }
+        // A turn given up on with a notice is closed: the notice said so to the person.
+        if let Some((notice_epoch, read_up_to)) = notice_id(message) {
+            epoch = epoch.max(notice_epoch);
+            answered_up_to = answered_up_to.max(read_up_to);
         }
     }
     let rhythm = saved.map(|s| s.rhythm).unwrap_or_default();
@@ -141,6 +147,8 @@ struct Driver {
     people_typing: BTreeSet<ParticipantName>,
     /// The last message seq fed to the engine.
     last_seq: u64,
+    /// The committed turn: its epoch and the last person seq it read.
+    committed: Option<(u64, u64)>,
 }
 
 impl Driver {
@@ -242,7 +250,7 @@ impl Driver {
             Input::PersonMessage(hark_core::turn::PersonMessage {
                 seq: message.seq,
                 text: message.text.clone(),
-                attachment: None,
+                attachment: attachment_kind(message),
             }),
         );
     }
@@ -356,12 +364,18 @@ impl Driver {
                 }
                 Output::Committed { epoch, read_up_to } => {
                     tracing::debug!(epoch, read_up_to, "the person is done: committed");
+                    self.committed = Some((epoch, read_up_to));
                 }
                 Output::TurnEnded { epoch, outcome } => {
                     tracing::debug!(epoch, ?outcome, "turn ended");
                     self.save_state().await;
+                    let read_up_to = self
+                        .committed
+                        .take()
+                        .filter(|(e, _)| *e == epoch)
+                        .map(|(_, read_up_to)| read_up_to);
                     if outcome == TurnOutcome::Failed && self.spec.config.error_notice {
-                        self.notice(epoch).await;
+                        self.notice(epoch, read_up_to.unwrap_or(0)).await;
                     }
                 }
             }
@@ -383,6 +397,7 @@ impl Driver {
             let action = Action::Send {
                 text: text.clone(),
                 client_id: Some(client_id.clone()),
+                attachment: None,
             };
             match self.ctx.act(action).await {
                 Ok(envelope) => {
@@ -406,12 +421,14 @@ impl Driver {
         }
     }
 
-    /// Tells the person the model could not answer, so the silence is not a mystery.
-    async fn notice(&mut self, epoch: u64) {
+    /// Tells the person the model could not answer, so the silence is not a mystery. The
+    /// notice closes the turn: its client id `notice-{epoch}-r{read_up_to}`, committed with it,
+    /// tells a restart that the burst up to `read_up_to` was given up on, not left unanswered.
+    async fn notice(&mut self, epoch: u64, read_up_to: u64) {
         let text = "(I couldn't answer just now: my model did not respond. Send another message \
                     and I'll try again.)"
             .to_owned();
-        let client_id = format!("notice-{epoch}");
+        let client_id = format!("notice-{epoch}-r{read_up_to}");
         let _ = self.send(text, client_id).await;
     }
 
@@ -438,6 +455,7 @@ async fn generate(
     let outcome = async {
         let mut stream = spec.provider.stream(request).await?;
         let mut text = String::new();
+        let mut cut_off = false;
         while let Some(event) = stream.next().await {
             match event? {
                 StreamEvent::Text(delta) => text.push_str(&delta),
@@ -453,10 +471,19 @@ async fn generate(
                 StreamEvent::ToolCall(call) => {
                     tracing::debug!(tool = %call.name, "the model called an unknown tool; ignored");
                 }
-                StreamEvent::Finished { .. } => break,
+                StreamEvent::Finished { stop, .. } => {
+                    cut_off = stop == StopReason::MaxTokens;
+                    break;
+                }
             }
         }
-        let text = text.trim();
+        // The token limit stops a model mid-sentence: end at the last sentence it finished, or
+        // say nothing rather than a fragment.
+        let text = if cut_off {
+            whole_sentences(&text)
+        } else {
+            text.trim()
+        };
         Ok::<_, hark_llm::LlmError>(if text.is_empty() {
             GenerationResult::StaySilent
         } else {
@@ -522,9 +549,59 @@ pub(crate) fn chat_request(spec: &AgentSpec, prompt: &Prompt) -> ChatRequest {
     }
 }
 
+/// `text` up to the end of its last complete sentence (`.`, `!`, `?`, `…` or their CJK forms,
+/// with any closing quotes or brackets), trimmed; empty when no sentence was finished.
+pub(crate) fn whole_sentences(text: &str) -> &str {
+    const ENDS: &[char] = &['.', '!', '?', '…', '。', '！', '？'];
+    const CLOSERS: &[char] = &['"', '\'', '”', '’', ')', ']', '»', '」', '』'];
+    let mut end = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if !ENDS.contains(&c) {
+            continue;
+        }
+        let mut stop = i + c.len_utf8();
+        while let Some(&(j, next)) = chars.peek() {
+            if ENDS.contains(&next) || CLOSERS.contains(&next) {
+                stop = j + next.len_utf8();
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        // A sentence ends where whitespace (or the text's end) follows; "3.5" or "e.g" does not.
+        match chars.peek() {
+            None => end = stop,
+            Some(&(_, next)) if next.is_whitespace() => end = stop,
+            Some(_) if ENDS[4..].contains(&c) => end = stop,
+            Some(_) => {}
+        }
+    }
+    text[..end].trim()
+}
+
+/// What the engine and the model are told a message carries: a photo for every image (the only
+/// attachments the server takes today), a file otherwise.
+fn attachment_kind(message: &Message) -> Option<Attachment> {
+    let attachment = message.attachment.as_ref()?;
+    Some(if attachment.mime.starts_with("image/") {
+        Attachment::Photo
+    } else {
+        Attachment::File
+    })
+}
+
 /// The turn id of one of the agent's own bubbles, if the message is one.
 fn turn_id(message: &Message) -> Option<TurnId> {
     message.client_id.as_deref()?.parse().ok()
+}
+
+/// The epoch and `read_up_to` of an error notice (`notice-{epoch}-r{read_up_to}`), if the
+/// message is one.
+fn notice_id(message: &Message) -> Option<(u64, u64)> {
+    let rest = message.client_id.as_deref()?.strip_prefix("notice-")?;
+    let (epoch, read_up_to) = rest.split_once("-r")?;
+    Some((epoch.parse().ok()?, read_up_to.parse().ok()?))
 }
 
 fn log_message(message: &Message, me: &ParticipantName) -> LogMessage {
@@ -536,7 +613,7 @@ fn log_message(message: &Message, me: &ParticipantName) -> LogMessage {
             Role::User
         },
         text: message.text.clone(),
-        attachment: None,
+        attachment: attachment_kind(message),
         at: message.sent_at,
     }
 }
@@ -545,5 +622,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_sentences;
+
+    #[test]
+    fn a_cut_off_reply_ends_at_its_last_finished_sentence() {
+        let cases = [
+            (
+                "I went out. Then I went to the grocery store and",
+                "I went out.",
+            ),
+            ("Really?! I had no idea", "Really?!"),
+            ("She said \"go.\" And then", "She said \"go.\""),
+            ("It costs 3.5 euros and", ""),
+            ("Whole answer.", "Whole answer."),
+            ("No sentence ends here", ""),
+            ("", ""),
+            ("好的。我们明天", "好的。"),
+            ("Wait… what about", "Wait…"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(whole_sentences(text), expected, "{text:?}");
+        }
     }
 }

@@ -45,6 +45,7 @@ use tracing::Instrument;
 
 use super::delivery::{Acted, Report, Ticket};
 use super::error::AppError;
+use super::types::ParticipantInfo;
 use crate::clock::Clock;
 
 /// Commands queued for one conversation's task before it stops taking more into a batch.
@@ -78,8 +79,8 @@ pub struct Description {
     pub id: String,
     /// Its title, if any.
     pub title: Option<String>,
-    /// Every participant in joining order: name, kind and the built-in agent playing it.
-    pub participants: Vec<(ParticipantName, ParticipantKind, Option<String>)>,
+    /// Every participant in joining order.
+    pub participants: Vec<ParticipantInfo>,
     /// The seq of the last message (0 when nobody has written).
     pub last_seq: u64,
     /// Every participant's read position.
@@ -308,7 +309,10 @@ impl Loader {
         let agents = stored
             .participants
             .iter()
-            .map(|p| (p.record.name.clone(), p.agent.clone()))
+            .map(|p| {
+                let seat = (p.agent.clone(), p.display_name.clone());
+                (p.record.name.clone(), seat)
+            })
             .collect();
         let conversation = restore(&stored, &self.limits);
         let number = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +367,9 @@ fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
     )
 }
 
+/// A participant's built-in agent and display name, beside the state machine's record.
+type Seat = (Option<String>, Option<String>);
+
 struct Task {
     id: Arc<str>,
     /// This task's number, as its handle carries it.
@@ -370,7 +377,7 @@ struct Task {
     title: Option<String>,
     clock: Clock,
     conversation: Conversation,
-    agents: Vec<(ParticipantName, Option<String>)>,
+    agents: Vec<(ParticipantName, Seat)>,
     store: Arc<dyn Store>,
     limits: Limits,
     /// Live events, while somebody subscribes (no subscriber: no buffer).
@@ -492,7 +499,7 @@ impl Task {
                 }
                 let name = participant.name.clone();
                 let kind = participant.kind;
-                let agent = participant.agent.clone();
+                let seat = (participant.agent.clone(), participant.display_name.clone());
                 let result = if self.conversation.has_participant(&name) {
                     Err(StoreError::NameTaken)
                 } else {
@@ -500,7 +507,7 @@ impl Task {
                 };
                 if result.is_ok() {
                     self.conversation.add_participant(name.clone(), kind);
-                    self.agents.push((name, agent));
+                    self.agents.push((name, seat));
                 }
                 let _ = reply.send(result);
                 true
@@ -514,7 +521,7 @@ impl Task {
                     participants: self
                         .conversation
                         .participants()
-                        .map(|(name, kind)| (name.clone(), kind, self.agent_of(name)))
+                        .map(|(name, kind)| self.info(name, kind))
                         .collect(),
                     last_seq: self.conversation.last_seq(),
                     receipts: self.conversation.receipts(),
@@ -557,11 +564,19 @@ impl Task {
         }
     }
 
-    fn agent_of(&self, name: &ParticipantName) -> Option<String> {
-        self.agents
+    fn info(&self, name: &ParticipantName, kind: ParticipantKind) -> ParticipantInfo {
+        let (agent, display_name) = self
+            .agents
             .iter()
             .find(|(n, _)| n == name)
-            .and_then(|(_, agent)| agent.clone())
+            .map(|(_, seat)| seat.clone())
+            .unwrap_or_default();
+        ParticipantInfo {
+            name: name.clone(),
+            kind,
+            agent,
+            display_name,
+        }
     }
 
     /// Commits the batch's effects, then publishes its events and sends its replies. Returns

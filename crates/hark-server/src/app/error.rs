@@ -29,6 +29,8 @@ pub enum ErrorKind {
     DuplicateName,
     /// A participant naming a built-in agent this server does not define (`unknown_agent`).
     UnknownAgent,
+    /// An attachment over the configured size (`too_large`).
+    TooLarge,
     /// Too many requests with one token (`rate_limited`).
     RateLimited,
     /// A configured cap is reached: participants of a conversation, event streams or MCP
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::TooLong => "too_long",
             ErrorKind::DuplicateName => "duplicate_name",
             ErrorKind::UnknownAgent => "unknown_agent",
+            ErrorKind::TooLarge => "too_large",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::LimitReached => "limit_reached",
             ErrorKind::Unavailable => "unavailable",

@@ -27,5 +27,7 @@ pub use service::{
     App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_PARTICIPANTS, MAX_TITLE_CHARS,
 };
 pub use types::{
-    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+    ATTACHMENT_TYPES, AgentInfo, AttachmentInfo, Created, CreatedParticipant, HistoryPage,
+    MAX_DISPLAY_NAME_CHARS, ParticipantInfo, ParticipantSpec, Subscription, check_attachment,
+    display_name,
 };

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hark_core::protocol::{Action, Confirm, Envelope, Limits, ParticipantName};
-use hark_store::{NewConversation, NewParticipant, Store, TokenOwner};
+use hark_store::{
+    NewAttachment, NewConversation, NewParticipant, Store, StoredAttachment, TokenOwner,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,7 +20,8 @@ use super::conversation::{Description, Handle, Registry};
 use super::delivery::Acted;
 use super::error::{AppError, ErrorKind};
 use super::types::{
-    AgentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec, Subscription,
+    AgentInfo, AttachmentInfo, Created, CreatedParticipant, HistoryPage, ParticipantSpec,
+    Subscription, check_attachment,
 };
 use crate::clock::Clock;
 use crate::config::ServerConfig;
@@ -44,6 +47,7 @@ struct Inner {
     limits: Limits,
     /// Participants one conversation may have.
     max_participants: usize,
+    max_attachment_bytes: usize,
     clock: Clock,
     shutdown: CancellationToken,
 }
@@ -81,6 +85,7 @@ impl App {
             agents,
             limits: config.limits.clone(),
             max_participants: config.caps.max_participants,
+            max_attachment_bytes: config.max_attachment_bytes,
             clock,
             shutdown,
         }))
@@ -137,8 +142,8 @@ impl App {
         description
             .participants
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(name, kind, _)| Participant::new(conversation, name.clone(), *kind))
+            .find(|p| &p.name == name)
+            .map(|p| Participant::new(conversation, p.name.clone(), p.kind))
             .ok_or_else(|| {
                 AppError::new(
                     ErrorKind::NotFound,
@@ -187,6 +192,7 @@ impl App {
                 name: spec.name,
                 kind: spec.kind,
                 agent: spec.agent,
+                display_name: spec.display_name,
                 token,
             });
         }
@@ -238,6 +244,7 @@ impl App {
             name: spec.name,
             kind: spec.kind,
             agent: spec.agent,
+            display_name: spec.display_name,
             token,
         })
     }
@@ -264,6 +271,16 @@ impl App {
         action: Action,
         confirm: Confirm,
     ) -> Result<Acted, AppError> {
+        let mut action = action;
+        if let Action::Send {
+            attachment: Some(named),
+            ..
+        } = &mut action
+        {
+            let stored = self.attachment(who, &named.id).await?;
+            named.mime = stored.mime;
+            named.bytes = stored.data.len() as u64;
+        }
         let handle = self.conversation(who.conversation()).await?;
         Ok(handle.act(who.name().clone(), action, confirm).await?)
     }
@@ -302,6 +319,68 @@ impl App {
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(HistoryPage { messages, more })
+    }
+
+    /// Stores a photo `who` uploads to its conversation: at most the configured
+    /// `max_attachment_bytes`, its first bytes matching `mime` (one of
+    /// [`super::ATTACHMENT_TYPES`]). Durable when this returns.
+    pub async fn attach(
+        &self,
+        who: &Participant,
+        mime: &str,
+        data: Vec<u8>,
+    ) -> Result<AttachmentInfo, AppError> {
+        let max = self.0.max_attachment_bytes;
+        if data.len() > max {
+            return Err(AppError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "The attachment is {} bytes; this server takes at most {max} \
+                     (max_attachment_bytes).",
+                    data.len()
+                ),
+            ));
+        }
+        if data.is_empty() {
+            return Err(AppError::bad_request("The attachment is empty."));
+        }
+        check_attachment(mime, &data).map_err(AppError::bad_request)?;
+        let info = AttachmentInfo {
+            id: mint_conversation_id(),
+            mime: mime.to_owned(),
+            bytes: data.len(),
+        };
+        self.0
+            .store
+            .put_attachment(
+                who.conversation(),
+                NewAttachment {
+                    id: info.id.clone(),
+                    mime: info.mime.clone(),
+                    data,
+                    created_at: self.0.clock.now(),
+                },
+            )
+            .await?;
+        Ok(info)
+    }
+
+    /// An attachment of `who`'s conversation.
+    pub async fn attachment(
+        &self,
+        who: &Participant,
+        id: &str,
+    ) -> Result<StoredAttachment, AppError> {
+        self.0
+            .store
+            .attachment(who.conversation(), id)
+            .await?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorKind::NotFound,
+                    format!("This conversation has no attachment {id:?}."),
+                )
+            })
     }
 
     /// Live events of `who`'s conversation, and the last seq committed before them.
@@ -392,6 +471,7 @@ impl App {
                 name: spec.name.clone(),
                 kind: spec.kind,
                 agent: spec.agent.clone(),
+                display_name: spec.display_name.clone(),
                 token_hash: hash_token(&token),
             },
             token,

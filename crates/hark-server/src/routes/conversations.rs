@@ -13,7 +13,7 @@ use super::delivery::Delivering;
 use super::error::ApiError;
 use super::input::{bearer, read_body};
 use super::state::HttpState;
-use crate::app::{Caller, ParticipantSpec};
+use crate::app::{Caller, ParticipantSpec, display_name};
 use crate::wire::{self, WireCreated, WireCreatedParticipant, WireDescription, WireWhoami};
 
 /// The web chat (SPEC.md section 7): one self-contained page, compiled into the binary.
@@ -134,6 +134,58 @@ pub(super) async fn history(
     Ok(Json(wire::WireHistory::from(&page)).into_response())
 }
 
+/// The largest body `POST …/attachments` reads: the configured attachment size in base64, plus
+/// room for the JSON around it.
+fn attachment_body_limit(max_attachment_bytes: usize) -> usize {
+    max_attachment_bytes.div_ceil(3) * 4 + 1024
+}
+
+pub(super) async fn upload_attachment(
+    State(state): State<HttpState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(bad_path)?;
+    let me = state
+        .app
+        .participant(&caller(&state, &headers).await?, &id)
+        .await?;
+    let limit = attachment_body_limit(state.config.max_attachment_bytes);
+    let body = read_body(&headers, body, limit, state.body_timeout()).await?;
+    let request: wire::NewAttachment = wire::parse(&body)?;
+    let data = request.bytes()?;
+    let stored = state.app.attach(&me, &request.mime, data).await?;
+    Ok((StatusCode::CREATED, Json(wire::WireAttached::from(&stored))).into_response())
+}
+
+/// The bytes of an attachment, as their own type; `nosniff` keeps a browser from reading them as
+/// anything else.
+pub(super) async fn get_attachment(
+    State(state): State<HttpState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((id, attachment)) = path.map_err(bad_path)?;
+    let me = state
+        .app
+        .participant(&caller(&state, &headers).await?, &id)
+        .await?;
+    let stored = state.app.attachment(&me, &attachment).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, stored.mime),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable".to_owned(),
+            ),
+        ],
+        stored.data,
+    )
+        .into_response())
+}
+
 pub(super) async fn act(
     State(state): State<HttpState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -217,6 +269,14 @@ fn spec(requested: wire::NewParticipant) -> Result<ParticipantSpec, ApiError> {
         name: participant_name(&requested.name)?,
         kind: requested.kind.into(),
         agent: requested.agent,
+        display_name: requested
+            .display_name
+            .as_deref()
+            .map(|raw| {
+                display_name(raw)
+                    .map_err(|e| ApiError::bad_request(format!("Bad display name {raw:?}: {e}")))
+            })
+            .transpose()?,
     })
 }
 

@@ -80,6 +80,7 @@ fn status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::EmptyDraft
         | ErrorKind::DuplicateName
         | ErrorKind::LimitReached => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use super::conversations::{
-    act, add_participant, create_conversation, describe, healthz, history, list_agents, web_chat,
-    whoami,
+    act, add_participant, create_conversation, describe, get_attachment, healthz, history,
+    list_agents, upload_attachment, web_chat, whoami,
 };
 use super::error::ApiError;
 use super::sse;
@@ -25,6 +25,14 @@ pub(crate) fn router(state: HttpState, mounted: Router<HttpState>) -> Router {
         .route("/v1/conversations/{id}/participants", post(add_participant))
         .route("/v1/conversations/{id}/messages", get(history))
         .route("/v1/conversations/{id}/events", get(sse::stream))
+        .route(
+            "/v1/conversations/{id}/attachments",
+            post(upload_attachment),
+        )
+        .route(
+            "/v1/conversations/{id}/attachments/{attachment}",
+            get(get_attachment),
+        )
         .route("/v1/conversations/{id}/{action}", post(act))
         .merge(mounted)
         .fallback(|| async {

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::conversations::{bad_path, bad_query, caller};
 use super::error::ApiError;
 use super::state::HttpState;
-use crate::app::{App, HISTORY_MAX_LIMIT, Participant};
+use crate::app::{App, HISTORY_MAX_LIMIT, Participant, ParticipantInfo};
 use crate::wire;
 
 const STREAM_BUFFER: usize = 256;
@@ -130,7 +130,10 @@ impl Feeder {
         for receipt in description.receipts {
             self.send(&Event::Receipt(receipt)).await?;
         }
-        for (participant, _, _) in description.participants {
+        for ParticipantInfo {
+            name: participant, ..
+        } in description.participants
+        {
             let composing = description.composing.contains(&participant);
             self.send(&Event::Composing {
                 participant,

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use hark_core::protocol::{Effect, Message, ParticipantRecord};
 use hark_core::time::Millis;
 use hark_store::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, StoredParticipant, TokenHash, TokenOwner,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
+    StoreError, StoredAttachment, StoredConversation, StoredParticipant, TokenHash, TokenOwner,
 };
 
 #[derive(Clone)]
@@ -33,6 +33,7 @@ struct Data {
     conversations: BTreeMap<String, Conversation>,
     tokens: BTreeMap<TokenHash, TokenOwner>,
     agent_state: BTreeMap<(String, String), AgentState>,
+    attachments: BTreeMap<(String, String), StoredAttachment>,
 }
 
 #[derive(Clone)]
@@ -237,6 +238,7 @@ impl Store for MemoryStore {
                             draft_segments: p.draft.clone(),
                         },
                         agent: p.new.agent.clone(),
+                        display_name: p.new.display_name.clone(),
                     })
                     .collect(),
                 messages: c.messages.clone(),
@@ -348,6 +350,39 @@ impl Store for MemoryStore {
             };
             data.agent_state.insert(key, merged);
             Ok(())
+        })
+    }
+
+    async fn put_attachment(
+        &self,
+        conversation: &str,
+        attachment: NewAttachment,
+    ) -> Result<(), StoreError> {
+        self.with(|data| {
+            if !data.conversations.contains_key(conversation) {
+                return Err(StoreError::NotFound);
+            }
+            data.attachments.insert(
+                (conversation.to_owned(), attachment.id),
+                StoredAttachment {
+                    mime: attachment.mime,
+                    data: attachment.data,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn attachment(
+        &self,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<StoredAttachment>, StoreError> {
+        self.with(|data| {
+            Ok(data
+                .attachments
+                .get(&(conversation.to_owned(), id.to_owned()))
+                .cloned())
         })
     }
 }

@@ -360,6 +360,7 @@ async fn run_world(
                     .act(Action::Send {
                         text: text.to_owned(),
                         client_id: None,
+                        attachment: None,
                     })
                     .await;
             }
