@@ -5,18 +5,31 @@
 
 use arbitrary::Arbitrary;
 use hark_core::protocol::{
-    Action, Confirm, Conversation, Limits, Output, ParticipantKind, ParticipantName, RequestId,
+    Action, AttachmentRef, Confirm, Conversation, Limits, Output, ParticipantKind, ParticipantName,
+    RequestId,
 };
 use hark_core::time::Millis;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Act { who: u8, dt_ms: u16, action: FuzzAction, received: Option<u64> },
+    Act {
+        who: u8,
+        dt_ms: u16,
+        action: FuzzAction,
+        received: Option<u64>,
+    },
     /// Reports the fate of a reply that waits for it (by its position among those waiting).
-    Fate { index: u8, delivered: bool },
-    Timeout { dt_ms: u32 },
-    Join { name: String },
+    Fate {
+        index: u8,
+        delivered: bool,
+    },
+    Timeout {
+        dt_ms: u32,
+    },
+    Join {
+        name: String,
+    },
     Shutdown,
 }
 
@@ -26,15 +39,30 @@ enum FuzzAction {
     Undo,
     Reset,
     Preview,
-    Push { force: bool, client_id: Option<String> },
-    Check { timeout_ms: Option<u64> },
+    Push {
+        force: bool,
+        client_id: Option<String>,
+    },
+    Check {
+        timeout_ms: Option<u64>,
+    },
     Typing(bool),
     Read(u64),
-    Send { text: String, client_id: Option<String> },
+    /// `photo`: a photo of that many bytes, its caption being `text`.
+    Send {
+        text: String,
+        client_id: Option<String>,
+        photo: Option<u16>,
+    },
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let limits = Limits { max_append_chars: 16, max_draft_chars: 40, max_incoming: 3, ..Limits::default() };
+    let limits = Limits {
+        max_append_chars: 16,
+        max_draft_chars: 40,
+        max_incoming: 3,
+        ..Limits::default()
+    };
     let mut conversation = Conversation::new("f", limits.clone());
     let mut names = Vec::new();
     for name in ["a", "b", "c"] {
@@ -48,11 +76,18 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut waiting: Vec<RequestId> = Vec::new();
     for step in steps {
         match step {
-            Step::Act { who, dt_ms, action, received } => {
+            Step::Act {
+                who,
+                dt_ms,
+                action,
+                received,
+            } => {
                 now += u64::from(dt_ms);
                 request += 1;
                 // Sometimes an unknown participant: the core must refuse, not panic.
-                let who = names.get(who as usize % (names.len() + 1)).cloned()
+                let who = names
+                    .get(who as usize % (names.len() + 1))
+                    .cloned()
                     .unwrap_or_else(|| ParticipantName::parse("ghost").unwrap());
                 let action = match action {
                     FuzzAction::Append(text) => Action::Append { text },
@@ -63,7 +98,19 @@ fuzz_target!(|steps: Vec<Step>| {
                     FuzzAction::Check { timeout_ms } => Action::Check { timeout_ms },
                     FuzzAction::Typing(typing) => Action::Typing { typing },
                     FuzzAction::Read(up_to) => Action::Read { up_to },
-                    FuzzAction::Send { text, client_id } => Action::Send { text, client_id },
+                    FuzzAction::Send {
+                        text,
+                        client_id,
+                        photo,
+                    } => Action::Send {
+                        text,
+                        client_id,
+                        attachment: photo.map(|bytes| AttachmentRef {
+                            id: format!("a{bytes}"),
+                            mime: "image/png".into(),
+                            bytes: u64::from(bytes),
+                        }),
+                    },
                 };
                 let confirm = match received {
                     Some(received) => Confirm::Client { received },
@@ -96,7 +143,12 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Shutdown => conversation.handle_shutdown(Millis(now)),
         }
         while let Some(output) = conversation.poll_output() {
-            if let Output::Reply { request, reply: Ok(envelope), confirm } = output {
+            if let Output::Reply {
+                request,
+                reply: Ok(envelope),
+                confirm,
+            } = output
+            {
                 replies += 1;
                 if confirm {
                     waiting.push(request);
