@@ -70,6 +70,7 @@ fn undrained_outputs_are_not_at_rest() {
         Action::Send {
             text: "hi".into(),
             client_id: None,
+            attachment: None,
         },
         Confirm::Transport,
     );
@@ -87,6 +88,7 @@ fn a_tentative_hand_over_holds_it_until_reported() {
         Action::Send {
             text: "hi".into(),
             client_id: None,
+            attachment: None,
         },
     );
     assert!(
@@ -107,6 +109,7 @@ fn a_tentative_hand_over_holds_it_until_reported() {
         Action::Send {
             text: "again".into(),
             client_id: None,
+            attachment: None,
         },
     );
     assert_eq!(

@@ -14,8 +14,8 @@ use hark_core::protocol::{Action, Confirm, Effect, Message, ParticipantKind, Par
 use hark_server::app::{App, Created, Participant, ParticipantSpec};
 use hark_server::{Server, ServerConfig};
 use hark_store::{
-    AgentParticipant, AgentState, NewConversation, NewParticipant, Store, StoreError,
-    StoredConversation, TokenHash, TokenOwner,
+    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
+    StoreError, StoredAttachment, StoredConversation, TokenHash, TokenOwner,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +116,12 @@ impl Store for Gated {
     ) -> Result<(), StoreError> {
         self.inner.save_agent_state(c, p, s).await
     }
+    async fn put_attachment(&self, c: &str, a: NewAttachment) -> Result<(), StoreError> {
+        self.inner.put_attachment(c, a).await
+    }
+    async fn attachment(&self, c: &str, id: &str) -> Result<Option<StoredAttachment>, StoreError> {
+        self.inner.attachment(c, id).await
+    }
 }
 
 /// Longer than anything the tests wait for: on the paused clock a request that hangs reaches
@@ -157,6 +163,7 @@ impl Fixture {
             name: ParticipantName::parse(name).unwrap(),
             kind: ParticipantKind::Human,
             agent: None,
+            display_name: None,
         };
         app.create(&admin, None, vec![spec("alice"), spec("bob")])
             .await
@@ -187,6 +194,7 @@ async fn send(app: &App, who: &Participant, text: &str) -> u64 {
             Action::Send {
                 text: text.into(),
                 client_id: None,
+                attachment: None,
             },
         )
         .await
