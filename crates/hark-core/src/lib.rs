@@ -6,6 +6,8 @@
 //! Nothing in this crate performs IO, reads a clock or draws randomness: the driver passes `now`
 //! in and executes the outputs. That is what lets tests and the simulator run on a virtual clock.
 
+#![warn(missing_docs)]
+
 pub mod protocol;
 pub mod time;
 pub mod turn;

@@ -9,22 +9,26 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// Adds a segment at the end.
     pub fn push(&mut self, segment: String) {
         self.chars += segment.chars().count();
         self.segments.push(segment);
     }
 
+    /// Removes and returns the last segment; `None` when the draft is empty.
     pub fn pop(&mut self) -> Option<String> {
         let segment = self.segments.pop()?;
         self.chars -= segment.chars().count();
         Some(segment)
     }
 
+    /// Drops every segment.
     pub fn clear(&mut self) {
         self.segments.clear();
         self.chars = 0;
     }
 
+    /// True when the draft has no segments.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
@@ -34,10 +38,12 @@ impl Draft {
         self.segments.iter().all(|s| s.trim().is_empty())
     }
 
+    /// How many segments the draft holds.
     pub fn segments(&self) -> usize {
         self.segments.len()
     }
 
+    /// Unicode scalar values over all segments.
     pub fn chars(&self) -> usize {
         self.chars
     }

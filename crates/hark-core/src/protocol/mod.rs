@@ -203,10 +203,12 @@ impl Conversation {
         conversation
     }
 
+    /// The conversation's id.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The limits this conversation enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -249,6 +251,7 @@ impl Conversation {
         count - 1
     }
 
+    /// Whether `name` is a participant of this conversation.
     pub fn has_participant(&self, name: &ParticipantName) -> bool {
         self.index_of(name).is_some()
     }

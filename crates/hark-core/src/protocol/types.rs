@@ -15,8 +15,10 @@ use super::Conversation;
 pub struct ParticipantName(Arc<str>);
 
 impl ParticipantName {
+    /// The longest name, in characters.
     pub const MAX_CHARS: usize = 64;
 
+    /// Checks `raw` and wraps it, or says why it is not a valid name.
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         if raw.is_empty() || raw.len() > Self::MAX_CHARS {
             return Err(InvalidName);
@@ -28,6 +30,7 @@ impl ParticipantName {
         Ok(ParticipantName(Arc::from(raw)))
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -58,11 +61,14 @@ impl std::error::Error for InvalidName {}
 /// Whether a participant is a person or a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParticipantKind {
+    /// A person.
     Human,
+    /// A model.
     Agent,
 }
 
 impl ParticipantKind {
+    /// The lowercase name of the kind: `human` or `agent`.
     pub fn as_str(self) -> &'static str {
         match self {
             ParticipantKind::Human => "human",
@@ -70,6 +76,7 @@ impl ParticipantKind {
         }
     }
 
+    /// The kind named by `raw` (`human` or `agent`); `None` for anything else.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "human" => Some(ParticipantKind::Human),
@@ -86,9 +93,13 @@ pub struct Message {
     pub seq: u64,
     /// Globally unique: `{conversation id}-{seq}`.
     pub id: String,
+    /// Who sent it.
     pub from: ParticipantName,
+    /// The message text, exactly as pushed or sent.
     pub text: String,
+    /// When the service published it.
     pub sent_at: Millis,
+    /// The sender's idempotency key, if it gave one.
     pub client_id: Option<String>,
     /// A file sent with the message (its caption is `text`, which may then be empty).
     pub attachment: Option<AttachmentRef>,
@@ -112,31 +123,47 @@ pub struct RequestId(pub u64);
 /// An action of SPEC.md section 2, already validated for shape by the edge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Adds `text` to the end of the draft as a new segment, cut at the limits.
     Append {
+        /// The text to add.
         text: String,
     },
+    /// Removes the draft's last segment.
     Undo,
+    /// Discards the whole draft.
     Reset,
+    /// Returns the draft's text without sending it.
     Preview,
+    /// Publishes the draft as one message, unless it is held for unseen messages.
     Push {
+        /// Publishes even though others' messages have not reached this participant.
         force: bool,
+        /// An idempotency key: a repeated push with the same key returns the original message.
         client_id: Option<String>,
     },
     /// `timeout_ms: None` takes the default; values above the maximum are clamped.
     Check {
+        /// How long to wait for news, in milliseconds.
         timeout_ms: Option<u64>,
     },
+    /// Says whether the participant is typing.
     Typing {
+        /// True starts or refreshes a typing lease that lasts `typing_timeout_ms`; false ends it.
         typing: bool,
     },
+    /// Reports that the client has read messages up to a seq (from the event stream).
     Read {
+        /// The highest seq read; clamped to the log.
         up_to: u64,
     },
     /// `attachment`: a stored file the service resolved; with one, `text` (the caption) may be
     /// empty.
     Send {
+        /// Text published after the draft's text, in the same message.
         text: String,
+        /// An idempotency key: a repeated send with the same key returns the original message.
         client_id: Option<String>,
+        /// The file to send with the message.
         attachment: Option<AttachmentRef>,
     },
 }
@@ -144,18 +171,28 @@ pub enum Action {
 /// The name of an action, as it appears in the envelope and in routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActionKind {
+    /// [`Action::Append`].
     Append,
+    /// [`Action::Undo`].
     Undo,
+    /// [`Action::Reset`].
     Reset,
+    /// [`Action::Preview`].
     Preview,
+    /// [`Action::Push`].
     Push,
+    /// [`Action::Check`].
     Check,
+    /// [`Action::Typing`].
     Typing,
+    /// [`Action::Read`].
     Read,
+    /// [`Action::Send`].
     Send,
 }
 
 impl ActionKind {
+    /// Every action kind.
     pub const ALL: [ActionKind; 9] = [
         ActionKind::Append,
         ActionKind::Undo,
@@ -168,6 +205,7 @@ impl ActionKind {
         ActionKind::Send,
     ];
 
+    /// The action's name as it appears in the envelope: `append`, `push` and so on.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Append => "append",
@@ -182,12 +220,14 @@ impl ActionKind {
         }
     }
 
+    /// The kind named by `raw`; `None` for an unknown action.
     pub fn parse(raw: &str) -> Option<Self> {
         ActionKind::ALL.into_iter().find(|k| k.as_str() == raw)
     }
 }
 
 impl Action {
+    /// The kind of this action.
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Append { .. } => ActionKind::Append,
@@ -256,29 +296,47 @@ pub struct Envelope {
 /// The action-specific part of an [`Envelope`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ActionResult {
+    /// The result of `append`.
     Append {
+        /// Characters added to the draft.
         appended_chars: usize,
+        /// Some of the text was dropped.
         truncated: bool,
+        /// Characters dropped, past the append or draft limit.
         dropped_chars: usize,
+        /// What was dropped and what to do about it, when something was.
         notice: Option<String>,
     },
+    /// The result of `undo`.
     Undo {
+        /// The segment taken off the draft.
         removed: String,
     },
+    /// The result of `reset`.
     Reset {
+        /// Characters the discarded draft held.
         discarded_chars: usize,
     },
+    /// The result of `preview`.
     Preview {
+        /// The draft's text.
         text: String,
     },
+    /// The result of a `push` or `send` that published a message.
     Sent {
+        /// The published message.
         message: Arc<Message>,
+        /// The `client_id` was used before: this is the original message, not a new one.
         duplicate: bool,
     },
+    /// The result of a `push` that did not publish.
     Held {
+        /// Why it was held.
         reason: HoldReason,
     },
+    /// The result of `check`.
     Check {
+        /// The wait ended without news.
         timed_out: bool,
     },
     /// `typing` and `read` have nothing of their own to say.
@@ -286,11 +344,14 @@ pub enum ActionResult {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a push was held instead of published.
 pub enum HoldReason {
+    /// Others' messages have not provably reached the participant yet; they come with this result.
     UnseenMessages,
 }
 
 impl HoldReason {
+    /// The reason's stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
             HoldReason::UnseenMessages => "unseen_messages",
@@ -301,30 +362,43 @@ impl HoldReason {
 /// Another participant's read position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
+    /// Whose read position it is.
     pub participant: ParticipantName,
+    /// The highest seq this participant has provably received.
     pub read_up_to: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The size of a participant's draft.
 pub struct DraftSummary {
+    /// How many segments it holds.
     pub segments: usize,
+    /// Unicode scalar values over all segments.
     pub chars: usize,
 }
 
 /// A refused action. Nothing was handed over and no cursor moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ActionError {
+    /// `append` or `send` with nothing to add or send.
     EmptyText,
+    /// `undo` with an empty draft.
     NothingToUndo,
+    /// `push` with an empty or blank draft.
     EmptyDraft,
+    /// `send` whose draft and text together exceed the draft limit.
     TooLong {
+        /// Characters the message would have.
         chars: usize,
+        /// The most a message may have.
         max_chars: usize,
     },
     /// A `client_id` that is empty or longer than the configured `max_client_id_chars`.
     InvalidClientId {
+        /// The longest accepted `client_id`, in characters.
         max_chars: usize,
     },
+    /// The requester is not a participant of this conversation.
     UnknownParticipant,
 }
 
@@ -371,19 +445,30 @@ impl fmt::Display for ActionError {
 /// A change that must be durable before any reply or event of the same batch is released.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
+    /// Store a newly published message.
     InsertMessage(Arc<Message>),
+    /// Store a participant's confirmed cursor (its read receipt).
     SetCursor {
+        /// Whose cursor it is.
         participant: ParticipantName,
+        /// The new cursor.
         cursor: u64,
     },
+    /// Add a segment to the end of a participant's draft.
     PushSegment {
+        /// Whose draft it is.
         participant: ParticipantName,
+        /// The segment's text.
         text: String,
     },
+    /// Remove the last segment of a participant's draft.
     PopSegment {
+        /// Whose draft it is.
         participant: ParticipantName,
     },
+    /// Empty a participant's draft.
     ClearDraft {
+        /// Whose draft it is.
         participant: ParticipantName,
     },
 }
@@ -391,11 +476,16 @@ pub enum Effect {
 /// Something live listeners (event streams) should hear about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A message was published.
     Message(Arc<Message>),
+    /// A participant started or stopped composing (typing, or holding a non-empty draft).
     Composing {
+        /// Who it is.
         participant: ParticipantName,
+        /// Whether they are composing now.
         composing: bool,
     },
+    /// A participant's read position changed.
     Receipt(Receipt),
 }
 
