@@ -44,6 +44,8 @@ pub struct ConfigFile {
     pub server: ServerSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Built-in agents (SPEC.md section 6).
     #[serde(default)]
     pub agent: Vec<AgentSection>,
@@ -65,6 +67,17 @@ pub struct ServerSection {
     pub allowed_hosts: Option<Vec<String>>,
     /// The older name of `allowed_hosts`, when only `/mcp` checked `Host`; `[]` meant any.
     pub mcp_allowed_hosts: Option<Vec<String>>,
+}
+
+/// `[cluster]`: several `hark serve` on one PostgreSQL database.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Where the other nodes reach this one (default: `http://` and the bound address, with
+    /// 127.0.0.1 for an unspecified one).
+    pub node_url: Option<String>,
+    /// How long a silent node keeps its conversations (default 3000 ms).
+    pub lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

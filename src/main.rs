@@ -8,12 +8,14 @@ mod talk;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use hark_server::app::Node;
 use hark_server::mcp::{self, RemoteSession};
 use hark_server::{Server, ServerConfig};
-use hark_store::{PostgresStore, SqliteStore, Store};
+use hark_store::{NodeIdentity, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +90,14 @@ struct ServeArgs {
     /// A TOML config file (see README).
     #[arg(long, env = "HARK_CONFIG")]
     config: Option<PathBuf>,
+    /// With PostgreSQL: the URL at which the other nodes reach this one (default: http:// and
+    /// the listen address, 127.0.0.1 for 0.0.0.0).
+    #[arg(long, env = "HARK_NODE_URL")]
+    node_url: Option<String>,
 }
+
+/// How long a node that stopped renewing keeps its conversations, unless configured.
+const DEFAULT_LEASE_MS: u64 = 3_000;
 
 /// `hark mcp`: stdout carries MCP messages only; logs go to stderr.
 #[derive(clap::Args)]
@@ -198,7 +207,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "stop it first, or serve another --db (one server per database file)",
         )?),
     };
-    let store = open_store(&db).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let (store, node) = match postgres_url(&db) {
+        Some(url) => {
+            let node_url = args
+                .node_url
+                .or(file.cluster.node_url.clone())
+                .unwrap_or_else(|| default_node_url(local));
+            let lease = Duration::from_millis(file.cluster.lease_ms.unwrap_or(DEFAULT_LEASE_MS));
+            if lease < Duration::from_millis(300) {
+                bail!("[cluster] lease_ms must be at least 300");
+            }
+            let identity = NodeIdentity {
+                id: node_id(),
+                url: node_url.trim_end_matches('/').to_owned(),
+                lease,
+            };
+            let store = Arc::new(
+                PostgresStore::connect_node(url, identity.clone())
+                    .await
+                    .with_context(|| format!("cannot open the database {}", describe_db(&db)))?,
+            );
+            let node = Node::join(store.clone(), lease)
+                .await
+                .with_context(|| format!("cannot join the nodes of {}", describe_db(&db)))?;
+            tracing::info!(node = %identity.id, url = %identity.url, "serving as a node of the database's cluster");
+            (store as Arc<dyn Store>, Some(node))
+        }
+        None => (open_store(&db).await?, None),
+    };
     let defaults = ServerConfig::default();
     let mut caps = file.caps();
     caps.max_connections =
@@ -246,10 +286,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for agent in &file.agent {
         agents.push(agent.build()?);
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     // Tests and scripts read this line to learn the port when listening on port 0.
@@ -261,10 +297,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no admin token configured: admin routes are open on this loopback address");
     }
     let agents = hark_server::agents::Supervisor::new(agents, None);
-    Server::with_agents(store, config, agents, shutdown)
-        .serve(listener)
-        .await
-        .context("the server failed")?;
+    let server = match node {
+        Some(node) => Server::node(store, config, agents, node, shutdown),
+        None => Server::with_agents(store, config, agents, shutdown),
+    };
+    server.serve(listener).await.context("the server failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -289,7 +326,15 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
-    if postgres_url(&db).is_none() && !db.exists() {
+    if postgres_url(&db).is_some() {
+        // On PostgreSQL a conversation is run by the node that owns it; a process that acts
+        // on the database directly would run a second copy beside it.
+        bail!(
+            "`hark mcp --db` takes a SQLite file; on PostgreSQL, use `hark mcp --url` with a \
+             node's address and the participant's token"
+        );
+    }
+    if !db.exists() {
         bail!(
             "the database {} does not exist: create the conversation with `hark serve` first",
             db.display()
@@ -317,6 +362,28 @@ async fn mcp(args: McpArgs) -> anyhow::Result<()> {
     // Ends the conversation tasks; every acknowledged action is already committed.
     shutdown.cancel();
     served.context("the MCP stdio session failed")
+}
+
+/// Where the other nodes reach a node listening on `local`, unless told.
+fn default_node_url(local: SocketAddr) -> String {
+    let ip = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, local.port()))
+}
+
+/// A node id unique per process start: the host name, the process id and random bits.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".to_owned());
+    let random: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().rotate_left(16);
+    format!("{host}-{}-{random:08x}", std::process::id())
 }
 
 /// The URL in `db` when it names a PostgreSQL database rather than a SQLite file.

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept;
 use crate::agents::Supervisor;
-use crate::app::{AgentLauncher, App, AppError, Caller, NoAgents, ParticipantSpec};
+use crate::app::{AgentLauncher, App, AppError, Caller, NoAgents, Node, ParticipantSpec};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::mcp::http::McpShutdown;
@@ -45,6 +45,24 @@ impl Server {
         Server::with_clock(store, config, Arc::new(agents), Clock::system(), shutdown)
     }
 
+    /// A server that is one node of several on a shared database (see `app::cluster`).
+    pub fn node(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        agents: Supervisor,
+        node: Node,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Server::build(
+            store,
+            config,
+            Arc::new(agents),
+            Clock::system(),
+            shutdown,
+            Some(Arc::new(node)),
+        )
+    }
+
     /// A server on `clock`: tests pass [`Clock::starting_at`] under tokio's paused time to run
     /// the whole server, agents included, on a virtual clock.
     pub fn with_clock(
@@ -54,8 +72,19 @@ impl Server {
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Self {
+        Server::build(store, config, agents, clock, shutdown, None)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        agents: Arc<dyn AgentLauncher>,
+        clock: Clock,
+        shutdown: CancellationToken,
+        node: Option<Arc<Node>>,
+    ) -> Self {
         let tasks = TaskTracker::new();
-        let app = App::new(store, &config, agents, clock, shutdown, tasks.clone());
+        let app = App::new(store, &config, agents, clock, shutdown, tasks.clone(), node);
         Server {
             app,
             config: Arc::new(config),
@@ -145,6 +174,8 @@ impl Server {
         }
         let shutdown = self.app.shutdown().clone();
         tokio::spawn(self.mcp.clone().run(shutdown.clone()));
+        let app = self.app.clone();
+        tokio::spawn(async move { app.run_node().await });
         let edge = routes::edge::Edge {
             app: self.app.clone(),
             allowed_hosts: self
@@ -155,7 +186,13 @@ impl Server {
                 .collect(),
             port: listener.local_addr()?.port(),
         };
-        let router = routes::edge::layer(self.router(), edge);
+        // A forwarded body is read whole first: at most what any route takes.
+        let max_body = self
+            .config
+            .max_body_bytes
+            .max(self.config.max_attachment_bytes.div_ceil(3) * 4 + 1024);
+        let router = routes::forward::layer(self.router(), &self.app, max_body);
+        let router = routes::edge::layer(router, edge);
         let caps = &self.config.caps;
         let bounds = accept::Bounds {
             max_connections: caps.max_connections,
@@ -165,6 +202,14 @@ impl Server {
         };
         accept::serve(listener, router, bounds, shutdown).await;
         self.tasks.close();
+        if let Some(node) = self.app.node() {
+            // Let the conversations store what they must, then hand them to the other nodes
+            // at once rather than after the lease.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+            if let Err(error) = node.leave().await {
+                tracing::warn!(%error, "cannot leave the cluster; the others wait for the lease");
+            }
+        }
         Ok(())
     }
 }

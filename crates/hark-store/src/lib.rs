@@ -206,6 +206,58 @@ pub struct TokenOwner {
     pub kind: ParticipantKind,
 }
 
+/// Who runs a conversation's state machine, when several nodes share one database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// This node, which holds the conversation's ownership now under `ticket` (a new one each
+    /// time the row is taken or renewed by an acquire).
+    Me {
+        /// What [`Cluster::release`] names: a later acquire's ownership is not released by an
+        /// earlier one's release.
+        ticket: i64,
+    },
+    /// Another live node, reachable at `url`.
+    Node {
+        /// Its id.
+        node: String,
+        /// Where it serves HTTP (what its requests are forwarded to).
+        url: String,
+    },
+}
+
+/// This process as one node of several on one database.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    /// Unique per process start.
+    pub id: String,
+    /// Where the other nodes reach this one (its HTTP base URL).
+    pub url: String,
+    /// How long the node's lease lasts after a heartbeat: a node silent for this long has
+    /// lost every conversation it owned.
+    pub lease: std::time::Duration,
+}
+
+/// Conversation ownership among the nodes sharing one database: at any moment at most one live
+/// node owns a conversation, and only the owner's commits to it go through.
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// This node's id.
+    fn node(&self) -> &str;
+    /// The secret the nodes of this database share (the first node's `proposal` wins).
+    async fn secret(&self, proposal: &str) -> Result<String, StoreError>;
+    /// Renews this node's lease (registering it if new); returns the conversations it owns.
+    async fn heartbeat(&self) -> Result<Vec<String>, StoreError>;
+    /// Takes `conversation` if nobody live owns it (or this node does); else says who does.
+    /// [`StoreError::NotFound`] if no such conversation exists.
+    async fn acquire(&self, conversation: &str) -> Result<Owner, StoreError>;
+    /// Gives `conversation` up, if this node still owns it under `ticket`.
+    async fn release(&self, conversation: &str, ticket: i64) -> Result<(), StoreError>;
+    /// Conversations with a built-in agent that no live node owns.
+    async fn orphans(&self) -> Result<Vec<String>, StoreError>;
+    /// Leaves the cluster: every conversation of this node is free at once.
+    async fn leave(&self) -> Result<(), StoreError>;
+}
+
 /// What can go wrong in a store. `Clone`: one failed load answers every caller waiting for it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -221,12 +273,16 @@ pub enum StoreError {
     /// Stored data that cannot be read back (a bug or a damaged file); not retryable.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// This node no longer owns the conversation it wrote to: nothing was written, and the
+    /// request may be retried (it reaches the new owner).
+    #[error("the conversation moved to another node: {0}")]
+    Moved(String),
 }
 
 impl StoreError {
     /// Whether the same operation may succeed later (the store was unavailable).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Moved(_))
     }
 }
 

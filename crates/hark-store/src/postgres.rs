@@ -29,9 +29,9 @@ use tokio_postgres::types::ToSql;
 
 use crate::agent_state;
 use crate::{
-    AgentParticipant, AgentState, NewAttachment, NewConversation, NewParticipant, Store,
-    StoreError, StoredAttachment, StoredConversation, StoredParticipant, TokenHash, TokenOwner,
-    parse_kind, parse_name,
+    AgentParticipant, AgentState, Cluster, NewAttachment, NewConversation, NewParticipant,
+    NodeIdentity, Owner, Store, StoreError, StoredAttachment, StoredConversation,
+    StoredParticipant, TokenHash, TokenOwner, parse_kind, parse_name,
 };
 
 /// The schema, applied in order; the table `hark_schema` records how many have run.
@@ -93,7 +93,40 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE messages ADD COLUMN attachment_id TEXT;
 "#,
+    // Several nodes: who is alive, who runs which conversation, the secret they share, and
+    // the fence every write of a node passes (see the module docs, "Ownership").
+    r#"
+    CREATE TABLE hark_nodes (
+        node       TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE SEQUENCE hark_owner_tickets;
+    CREATE TABLE hark_owners (
+        conversation_id TEXT PRIMARY KEY REFERENCES conversations (id),
+        node            TEXT NOT NULL,
+        ticket          BIGINT NOT NULL DEFAULT nextval('hark_owner_tickets')
+    );
+    CREATE INDEX hark_owners_node ON hark_owners (node);
+    CREATE TABLE hark_cluster (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL
+    );
+    CREATE FUNCTION hark_fence(c TEXT, me TEXT) RETURNS void LANGUAGE plpgsql AS $fence$
+    BEGIN
+        PERFORM 1 FROM hark_owners o JOIN hark_nodes n ON n.node = o.node
+         WHERE o.conversation_id = c AND o.node = me AND n.expires_at > clock_timestamp()
+           FOR SHARE OF o;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'this node does not own conversation %', c USING ERRCODE = 'HK001';
+        END IF;
+    END
+    $fence$;
+"#,
 ];
+
+/// The SQLSTATE `hark_fence` raises when a node writes to a conversation it does not own.
+const NOT_OWNER: &str = "HK001";
 
 /// The advisory lock key under which migrations run (any fixed number; "hark" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6861_726b;
@@ -111,6 +144,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PostgresStore {
     pool: Pool,
     writer: mpsc::UnboundedSender<Job>,
+    /// This process as a node of a cluster: its writes are fenced by its ownership.
+    node: Option<NodeIdentity>,
 }
 
 struct Job {
@@ -123,6 +158,17 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db?options=…`, the libpq
     /// URL form) and migrates it if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, None).await
+    }
+
+    /// Connects as the node `node` of a cluster: besides [`Store`], the store is its
+    /// [`Cluster`], and every commit of a conversation checks, in its own transaction, that this
+    /// node still owns it (a node that lost it gets [`StoreError::Moved`], and nothing is written).
+    pub async fn connect_node(url: &str, node: NodeIdentity) -> Result<Self, StoreError> {
+        Self::open(url, Some(node)).await
+    }
+
+    async fn open(url: &str, node: Option<NodeIdentity>) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
@@ -147,8 +193,12 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot build the pool: {e}")))?;
         migrate(&pool).await?;
         let (writer, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run_writer(pool.clone(), queue));
-        Ok(PostgresStore { pool, writer })
+        tokio::spawn(run_writer(
+            pool.clone(),
+            queue,
+            node.as_ref().map(|n| n.id.clone()),
+        ));
+        Ok(PostgresStore { pool, writer, node })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -165,6 +215,7 @@ async fn get(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
 fn unavailable(e: tokio_postgres::Error) -> StoreError {
     // The server's own sentence, when it sent one ("db error" alone says nothing).
     match e.as_db_error() {
+        Some(db) if db.code().code() == NOT_OWNER => StoreError::Moved(db.message().to_owned()),
         Some(db) => StoreError::Unavailable(format!("PostgreSQL: {}", db.message())),
         None => StoreError::Unavailable(format!("PostgreSQL: {e}")),
     }
@@ -224,17 +275,23 @@ struct Statement {
     params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
-/// The statements that make one batch of effects durable.
-fn statements(conversation: &str, effects: &[Effect]) -> Vec<Statement> {
+/// The statements that make one batch of effects durable; on a node, behind its fence.
+fn statements(conversation: &str, effects: &[Effect], node: Option<&str>) -> Vec<Statement> {
     fn s(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Statement {
         Statement { sql, params }
     }
     let id = || Box::new(conversation.to_owned()) as Box<dyn ToSql + Sync + Send>;
     let name =
         |p: &ParticipantName| Box::new(p.as_str().to_owned()) as Box<dyn ToSql + Sync + Send>;
-    effects
-        .iter()
-        .map(|effect| match effect {
+    let fence = node.map(|node| {
+        s(
+            "SELECT hark_fence($1, $2)",
+            vec![id(), Box::new(node.to_owned())],
+        )
+    });
+    fence
+        .into_iter()
+        .chain(effects.iter().map(|effect| match effect {
             Effect::InsertMessage(m) => s(
                 "INSERT INTO messages
                    (conversation_id, seq, sender, text, sent_at_ms, client_id, attachment_id)
@@ -274,7 +331,7 @@ fn statements(conversation: &str, effects: &[Effect]) -> Vec<Statement> {
                 "DELETE FROM draft_segments WHERE conversation_id = $1 AND participant = $2",
                 vec![id(), name(participant)],
             ),
-        })
+        }))
         .collect()
 }
 
@@ -303,7 +360,7 @@ async fn execute_all(
     futures::future::try_join_all(futures).await.map(drop)
 }
 
-async fn run_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>, node: Option<String>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -312,7 +369,7 @@ async fn run_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&pool, &batch).await;
+        let results = apply_batch(&pool, &batch, node.as_deref()).await;
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.done.send(result);
         }
@@ -320,7 +377,11 @@ async fn run_writer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
 }
 
 /// Applies the batch in one pipelined transaction; if that fails, job by job in savepoints.
-async fn apply_batch(pool: &Pool, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+async fn apply_batch(
+    pool: &Pool,
+    batch: &[Job],
+    node: Option<&str>,
+) -> Vec<Result<(), StoreError>> {
     let fail_all = |e: StoreError| {
         let message = e.to_string();
         (0..batch.len())
@@ -333,7 +394,7 @@ async fn apply_batch(pool: &Pool, batch: &[Job]) -> Vec<Result<(), StoreError>> 
     };
     let all: Vec<Statement> = batch
         .iter()
-        .flat_map(|job| statements(&job.conversation, &job.effects))
+        .flat_map(|job| statements(&job.conversation, &job.effects, node))
         .collect();
     let fast = async {
         let tx = client.transaction().await?;
@@ -350,7 +411,7 @@ async fn apply_batch(pool: &Pool, batch: &[Job]) -> Vec<Result<(), StoreError>> 
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
             let savepoint = tx.savepoint("job").await?;
-            let statements = statements(&job.conversation, &job.effects);
+            let statements = statements(&job.conversation, &job.effects, node);
             match execute_all(&savepoint, &statements).await {
                 Ok(()) => {
                     savepoint.commit().await?;
@@ -765,4 +826,167 @@ async fn messages_after(
             })
         })
         .collect()
+}
+
+/// Milliseconds as a PostgreSQL interval parameter.
+fn lease_ms(node: &NodeIdentity) -> f64 {
+    node.lease.as_millis() as f64
+}
+
+impl PostgresStore {
+    fn identity(&self) -> Result<&NodeIdentity, StoreError> {
+        self.node.as_ref().ok_or_else(|| {
+            StoreError::Unavailable("this store was not opened as a node of a cluster".into())
+        })
+    }
+}
+
+#[async_trait]
+impl Cluster for PostgresStore {
+    fn node(&self) -> &str {
+        self.node.as_ref().map_or("", |n| n.id.as_str())
+    }
+
+    async fn secret(&self, proposal: &str) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO hark_cluster (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                &[&proposal],
+            )
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_one("SELECT secret FROM hark_cluster WHERE id = 1", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get(0))
+    }
+
+    async fn heartbeat(&self) -> Result<Vec<String>, StoreError> {
+        let node = self.identity()?;
+        let client = self.client().await?;
+        // Both statements pipelined: one round trip.
+        let lease = lease_ms(node);
+        let renew_params: [&(dyn ToSql + Sync); 3] = [&node.id, &node.url, &lease];
+        let owned_params: [&(dyn ToSql + Sync); 1] = [&node.id];
+        let renew = client.execute(
+            "INSERT INTO hark_nodes (node, url, expires_at)
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+             ON CONFLICT (node) DO UPDATE SET url = excluded.url, expires_at = excluded.expires_at",
+            &renew_params,
+        );
+        let owned = client.query(
+            "SELECT conversation_id FROM hark_owners WHERE node = $1",
+            &owned_params,
+        );
+        let (renewed, owned) = futures::future::join(renew, owned).await;
+        renewed.map_err(unavailable)?;
+        Ok(owned
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    async fn acquire(&self, conversation: &str) -> Result<Owner, StoreError> {
+        let node = self.identity()?;
+        let client = self.client().await?;
+        // A row left by a node whose lease ran out is taken over; the row lock this takes waits
+        // for a commit of the old owner that holds its fence (FOR SHARE) to finish first.
+        for _ in 0..3 {
+            let mine = client
+                .query_opt(
+                    "INSERT INTO hark_owners AS o (conversation_id, node) VALUES ($1, $2)
+                     ON CONFLICT (conversation_id)
+                     DO UPDATE SET node = excluded.node, ticket = excluded.ticket
+                     WHERE o.node = excluded.node OR NOT EXISTS (
+                         SELECT 1 FROM hark_nodes n
+                         WHERE n.node = o.node AND n.expires_at > now())
+                     RETURNING ticket",
+                    &[&conversation, &node.id],
+                )
+                .await;
+            match mine {
+                Ok(Some(row)) => return Ok(Owner::Me { ticket: row.get(0) }),
+                Ok(None) => {}
+                Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound),
+                Err(e) => return Err(unavailable(e)),
+            }
+            let other = client
+                .query_opt(
+                    "SELECT o.node, n.url FROM hark_owners o JOIN hark_nodes n ON n.node = o.node
+                     WHERE o.conversation_id = $1 AND n.expires_at > now()",
+                    &[&conversation],
+                )
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = other {
+                return Ok(Owner::Node {
+                    node: row.get(0),
+                    url: row.get(1),
+                });
+            }
+            // The owner's lease ran out or it left between the two statements: try again.
+        }
+        Err(StoreError::Unavailable(format!(
+            "the ownership of conversation {conversation} keeps changing"
+        )))
+    }
+
+    async fn release(&self, conversation: &str, ticket: i64) -> Result<(), StoreError> {
+        let node = self.identity()?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM hark_owners WHERE conversation_id = $1 AND node = $2 AND ticket = $3",
+                &[&conversation, &node.id, &ticket],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn orphans(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT p.conversation_id FROM participants p
+                 WHERE p.agent IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM hark_owners o JOIN hark_nodes n ON n.node = o.node
+                     WHERE o.conversation_id = p.conversation_id AND n.expires_at > now())
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        let node = self.identity()?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("DELETE FROM hark_owners WHERE node = $1", &[&node.id])
+            .await
+            .map_err(unavailable)?;
+        tx.execute("DELETE FROM hark_nodes WHERE node = $1", &[&node.id])
+            .await
+            .map_err(unavailable)?;
+        // Nodes gone for a day without leaving (killed) are forgotten with their rows.
+        tx.execute(
+            "DELETE FROM hark_owners o USING hark_nodes n
+             WHERE n.node = o.node AND n.expires_at < now() - interval '1 day'",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.execute(
+            "DELETE FROM hark_nodes WHERE expires_at < now() - interval '1 day'",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
 }

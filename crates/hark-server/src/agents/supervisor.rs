@@ -13,7 +13,9 @@ use crate::app::{AgentContext, AgentInfo, AgentLauncher};
 /// Starts and tracks the agent tasks of this server: the service's [`AgentLauncher`].
 pub struct Supervisor {
     specs: BTreeMap<String, Arc<AgentSpec>>,
-    running: Mutex<BTreeSet<(String, String)>>,
+    /// The (conversation, participant) pairs whose agent task runs: a pair leaves when its task
+    /// ends (its conversation moved to another node, say), so it may start again later.
+    running: Arc<Mutex<BTreeSet<(String, String)>>>,
     activity: Option<mpsc::UnboundedSender<Activity>>,
 }
 
@@ -25,7 +27,7 @@ impl Supervisor {
                 .into_iter()
                 .map(|s| (s.config.name.clone(), Arc::new(s)))
                 .collect(),
-            running: Mutex::new(BTreeSet::new()),
+            running: Arc::default(),
             activity,
         }
     }
@@ -63,10 +65,11 @@ impl AgentLauncher for Supervisor {
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key)
+            .insert(key.clone())
         {
             return;
         }
+        let running = Arc::clone(&self.running);
         let span = tracing::info_span!(
             "agent",
             conversation = %me.conversation(),
@@ -81,6 +84,10 @@ impl AgentLauncher for Supervisor {
                     actions::run(context, spec, streaming, activity).await
                 }
             }
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
         };
         tokio::spawn(task.instrument(span));
     }

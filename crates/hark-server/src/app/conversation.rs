@@ -19,6 +19,15 @@
 //! nobody holding its handle — for the configured idle time removes its own slot and stops; the
 //! next request loads it again from the store.
 //!
+//! # Several nodes
+//!
+//! With a [`Cluster`] (PostgreSQL shared by several nodes), a conversation is loaded only after
+//! this node acquired its ownership in the database, and its ownership is released when its task
+//! stops for idleness. [`Registry::get`] says [`Found::Elsewhere`] when another live node owns
+//! it. A node that learns it lost a conversation (its lease ran out: see `app::cluster`)
+//! evicts the task at once: waiting calls are answered `unavailable`, event streams end, and the
+//! database's fence refuses any commit it might still attempt.
+//!
 //! **Invariant:** at most one task owns a conversation. A handle is cloned out of the registry
 //! only under its lock, and a task stops only if, under that same lock, the registry's copy is
 //! the only one left and its queue is empty: nobody can then reach the stopping task, and the
@@ -37,7 +46,7 @@ use hark_core::protocol::{
     Action, ActionError, Confirm, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
     ParticipantName, Receipt, RequestId,
 };
-use hark_store::{NewParticipant, Store, StoreError, StoredConversation};
+use hark_store::{Cluster, NewParticipant, Owner, Store, StoreError, StoredConversation};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -119,6 +128,11 @@ pub(crate) struct Handle(Arc<HandleState>);
 struct HandleState {
     /// Which task this is (tasks of one conversation over time have different numbers).
     task: u64,
+    /// When this node acquired the conversation's ownership for this task (cluster only): a
+    /// heartbeat that started before it cannot know of it.
+    acquired_at: tokio::time::Instant,
+    /// Ends the task at once: this node lost the conversation.
+    evicted: CancellationToken,
     commands: mpsc::Sender<Command>,
     /// Delivery reports, read by the task before every command.
     reports: mpsc::UnboundedSender<Report>,
@@ -189,8 +203,19 @@ impl Handle {
     }
 
     fn is_running(&self) -> bool {
-        !self.0.commands.is_closed()
+        !self.0.commands.is_closed() && !self.0.evicted.is_cancelled()
     }
+}
+
+/// Where a conversation lives, as [`Registry::get`] finds it.
+#[derive(Clone)]
+pub(crate) enum Found {
+    /// Loaded here.
+    Here(Handle),
+    /// Another live node owns it; its base URL.
+    Elsewhere(String),
+    /// No such conversation.
+    Missing,
 }
 
 /// The live conversations of this process, loaded from the store on first use and stopped
@@ -208,10 +233,12 @@ struct Loader {
     idle: Option<Duration>,
     live: Arc<Live>,
     next_task: AtomicU64,
+    /// The other nodes on the same database, if any.
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// A load in flight: every request for the id awaits the same one.
-type Loading = Shared<BoxFuture<'static, Result<Option<Handle>, StoreError>>>;
+type Loading = Shared<BoxFuture<'static, Result<Found, StoreError>>>;
 
 enum Slot {
     Loading(Loading),
@@ -238,6 +265,7 @@ impl Registry {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         idle: Option<Duration>,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Self {
         Registry(Arc::new(Loader {
             store,
@@ -248,16 +276,20 @@ impl Registry {
             idle,
             live: Arc::default(),
             next_task: AtomicU64::new(1),
+            cluster,
         }))
     }
 
-    /// The conversation's handle, loading it if needed; `None` if the store does not know it.
-    /// Requests for one id share one load; a load never delays another id.
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Handle>, StoreError> {
+    /// The conversation's handle, loading it if needed (and, on a cluster, taking its ownership
+    /// first); where it lives otherwise. Requests for one id share one load; a load never delays
+    /// another id.
+    pub(crate) async fn get(&self, id: &str) -> Result<Found, StoreError> {
         let loading = {
             let mut live = self.0.live.lock();
             match live.get(id) {
-                Some(Slot::Live(handle)) if handle.is_running() => return Ok(Some(handle.clone())),
+                Some(Slot::Live(handle)) if handle.is_running() => {
+                    return Ok(Found::Here(handle.clone()));
+                }
                 Some(Slot::Loading(loading)) => loading.clone(),
                 // Unknown here, or its task stopped (the store failed under it): load it.
                 _ => {
@@ -275,7 +307,7 @@ impl Registry {
             && current.ptr_eq(&loading)
         {
             match &loaded {
-                Ok(Some(handle)) => {
+                Ok(Found::Here(handle)) => {
                     live.insert(Arc::from(id), Slot::Live(handle.clone()));
                 }
                 _ => {
@@ -290,17 +322,76 @@ impl Registry {
     pub(crate) fn loaded(&self) -> usize {
         self.0.live.lock().len()
     }
+
+    /// Whether `id` is loaded here right now.
+    pub(crate) fn is_here(&self, id: &str) -> bool {
+        matches!(self.0.live.lock().get(id), Some(Slot::Live(h)) if h.is_running())
+    }
+
+    /// Evicts every loaded conversation that is not in `owned` and was acquired before `since`
+    /// (when the list was read): this node lost them. Returns how many.
+    pub(crate) fn evict_lost(
+        &self,
+        owned: &std::collections::HashSet<String>,
+        since: tokio::time::Instant,
+    ) -> usize {
+        self.evict_where(|id, handle| handle.0.acquired_at < since && !owned.contains(id))
+    }
+
+    /// Evicts every loaded conversation (this node's lease ran out). Returns how many.
+    pub(crate) fn evict_all(&self) -> usize {
+        self.evict_where(|_, _| true)
+    }
+
+    fn evict_where(&self, lost: impl Fn(&str, &Handle) -> bool) -> usize {
+        let mut live = self.0.live.lock();
+        let gone: Vec<Arc<str>> = live
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Live(handle) if lost(id, handle) => Some(Arc::clone(id)),
+                _ => None,
+            })
+            .collect();
+        for id in &gone {
+            if let Some(Slot::Live(handle)) = live.remove(id) {
+                tracing::warn!(conversation = %id, "this node lost the conversation; evicted");
+                handle.0.evicted.cancel();
+            }
+        }
+        gone.len()
+    }
 }
 
 impl Loader {
-    async fn load(self: Arc<Self>, id: String) -> Result<Option<Handle>, StoreError> {
-        let Some(stored) = self.store.load_conversation(&id).await? else {
-            return Ok(None);
+    async fn load(self: Arc<Self>, id: String) -> Result<Found, StoreError> {
+        let acquired_at = self.clock.instant();
+        let ticket = match &self.cluster {
+            None => None,
+            Some(cluster) => match cluster.acquire(&id).await {
+                Ok(Owner::Me { ticket }) => Some(ticket),
+                Ok(Owner::Node { url, .. }) => return Ok(Found::Elsewhere(url)),
+                Err(StoreError::NotFound) => return Ok(Found::Missing),
+                Err(error) => return Err(error),
+            },
         };
-        Ok(Some(self.start(stored)))
+        let stored = match self.store.load_conversation(&id).await {
+            Ok(Some(stored)) => stored,
+            other => {
+                if let (Some(cluster), Some(ticket)) = (&self.cluster, ticket) {
+                    let _ = cluster.release(&id, ticket).await;
+                }
+                return other.map(|_| Found::Missing);
+            }
+        };
+        Ok(Found::Here(self.start(stored, ticket, acquired_at)))
     }
 
-    fn start(&self, stored: StoredConversation) -> Handle {
+    fn start(
+        &self,
+        stored: StoredConversation,
+        ticket: Option<i64>,
+        acquired_at: tokio::time::Instant,
+    ) -> Handle {
         let id: Arc<str> = Arc::from(stored.id.as_str());
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         // Unbounded: a report must be queued synchronously, at the instant a result is known
@@ -316,7 +407,10 @@ impl Loader {
             .collect();
         let conversation = restore(&stored, &self.limits);
         let number = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let evicted = CancellationToken::new();
         let task = Task {
+            ownership: self.cluster.clone().zip(ticket),
+            evicted: evicted.clone(),
             id: Arc::clone(&id),
             number,
             clock: conversation_clock(&self.clock, &stored),
@@ -337,6 +431,8 @@ impl Loader {
         self.tracker.spawn(task.run(inbox).instrument(span));
         Handle(Arc::new(HandleState {
             task: number,
+            acquired_at,
+            evicted,
             commands,
             reports,
             next_request: AtomicU64::new(1),
@@ -372,6 +468,11 @@ type Seat = (Option<String>, Option<String>);
 
 struct Task {
     id: Arc<str>,
+    /// This node's ownership of the conversation, on a cluster: released when the task stops
+    /// for idleness.
+    ownership: Option<(Arc<dyn Cluster>, i64)>,
+    /// Fires when this node lost the conversation: the task ends at once.
+    evicted: CancellationToken,
     /// This task's number, as its handle carries it.
     number: u64,
     title: Option<String>,
@@ -405,6 +506,10 @@ impl Task {
             let mut idled = false;
             tokio::select! {
                 biased;
+                _ = self.evicted.cancelled() => {
+                    self.refuse_all();
+                    return;
+                }
                 _ = self.shutdown.cancelled(), if !closing => {
                     closing = true;
                     self.conversation.handle_shutdown(self.clock.now());
@@ -437,6 +542,16 @@ impl Task {
                 _ = sleep_until(idle_at), if idle_at.is_some() => idled = true,
             }
             if idled && self.stop_if_idle(&inbox) {
+                if let Some((cluster, ticket)) = self.ownership.take() {
+                    // Another node may take it now. (A later load here acquires a new ticket,
+                    // which this release does not touch.)
+                    let id = Arc::clone(&self.id);
+                    tokio::spawn(async move {
+                        if let Err(error) = cluster.release(&id, ticket).await {
+                            tracing::warn!(%error, "cannot release an idle conversation");
+                        }
+                    });
+                }
                 return;
             }
             // Anything that happened (or an idle check that found the conversation in use)
@@ -599,6 +714,16 @@ impl Task {
         if !effects.is_empty()
             && let Err(error) = self.store.commit(&self.id, effects).await
         {
+            if let StoreError::Moved(_) = error {
+                // Another node owns it now: nothing of this batch was stored, and this task
+                // must not serve it any longer.
+                tracing::warn!(%error, "the conversation moved to another node; this task stops");
+                self.live.lock().retain(|id, slot| {
+                    !(id == &self.id && matches!(slot, Slot::Live(h) if h.0.task == self.number))
+                });
+                self.refuse_all();
+                return false;
+            }
             tracing::error!(%error, "commit failed; rebuilding the conversation from the store");
             return self.recover(replies).await;
         }
@@ -631,6 +756,13 @@ impl Task {
             }
         }
         true
+    }
+
+    /// Answers every waiting call `unavailable` (the task is about to end).
+    fn refuse_all(&mut self) {
+        for (_, sender) in self.pending.drain() {
+            let _ = sender.send(Err(ActError::Unavailable));
+        }
     }
 
     /// Nothing of the failed batch was stored: refuse its replies and every waiting call, and

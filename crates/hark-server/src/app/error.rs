@@ -119,6 +119,15 @@ impl AppError {
         )
     }
 
+    /// The conversation is now run by another node (this one lost it a moment ago).
+    pub(crate) fn moved() -> Self {
+        AppError::new(
+            ErrorKind::Unavailable,
+            "This conversation just moved to another node; nothing was changed. Retry: the \
+             request will reach it.",
+        )
+    }
+
     pub(crate) fn unavailable() -> Self {
         AppError::new(
             ErrorKind::Unavailable,
@@ -161,6 +170,10 @@ impl From<StoreError> for AppError {
             StoreError::Unavailable(cause) | StoreError::Corrupt(cause) => {
                 tracing::error!(%cause, "store error");
                 AppError::unavailable()
+            }
+            StoreError::Moved(cause) => {
+                tracing::info!(%cause, "a conversation moved to another node");
+                AppError::moved()
             }
         }
     }

@@ -11,6 +11,7 @@
 //! (tokens and the proofs of access), `context` (what an agent may reach), `error` and `types`.
 
 mod auth;
+mod cluster;
 mod context;
 mod conversation;
 mod delivery;
@@ -19,12 +20,13 @@ mod service;
 mod types;
 
 pub use auth::{Admin, Caller, Participant, Reader};
+pub use cluster::Node;
 pub use context::{AgentContext, AgentLauncher, NoAgents};
 pub use conversation::Description;
 pub use delivery::{Acted, Ticket};
 pub use error::{AppError, ErrorKind};
 pub use service::{
-    App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, MAX_PARTICIPANTS, MAX_TITLE_CHARS,
+    App, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, Location, MAX_PARTICIPANTS, MAX_TITLE_CHARS,
 };
 pub use types::{
     ATTACHMENT_TYPES, AgentInfo, AttachmentInfo, Created, CreatedParticipant, HistoryPage,

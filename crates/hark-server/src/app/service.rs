@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 use super::auth::{
     Admin, Auth, Caller, Participant, Reader, hash_token, mint_conversation_id, mint_token,
 };
+use super::cluster::{Beat, Node};
 use super::context::{AgentContext, AgentLauncher, Port};
-use super::conversation::{Description, Handle, Registry};
+use super::conversation::{Description, Found, Handle, Registry};
 use super::delivery::Acted;
 use super::error::{AppError, ErrorKind};
 use super::types::{
@@ -35,6 +36,18 @@ pub const HISTORY_DEFAULT_LIMIT: usize = 100;
 /// Most messages one history page holds.
 pub const HISTORY_MAX_LIMIT: usize = 1000;
 
+/// Where a request for a conversation is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// Here (it is loaded here, or does not exist).
+    Here,
+    /// By the node at this base URL, which owns it.
+    At(String),
+}
+
+/// How long a remote owner is remembered without asking the database again.
+const REMOTE_OWNER_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The service: one per server, cheap to clone.
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
@@ -50,6 +63,10 @@ struct Inner {
     max_attachment_bytes: usize,
     clock: Clock,
     shutdown: CancellationToken,
+    /// This process as a node of several on one database, if it is one.
+    node: Option<Arc<Node>>,
+    /// Conversations owned by other nodes, as last found: their base URL, and when.
+    remote: std::sync::Mutex<std::collections::HashMap<String, (String, tokio::time::Instant)>>,
 }
 
 impl App {
@@ -62,6 +79,7 @@ impl App {
         clock: Clock,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        node: Option<Arc<Node>>,
     ) -> Self {
         let registry = Registry::new(
             Arc::clone(&store),
@@ -71,6 +89,7 @@ impl App {
             tasks,
             (config.idle_conversation_ms > 0)
                 .then(|| std::time::Duration::from_millis(config.idle_conversation_ms)),
+            node.as_ref().map(|n| Arc::clone(n.cluster())),
         );
         let auth = Auth::new(
             config.admin_token.as_deref(),
@@ -88,6 +107,8 @@ impl App {
             max_attachment_bytes: config.max_attachment_bytes,
             clock,
             shutdown,
+            node,
+            remote: Default::default(),
         }))
     }
 
@@ -407,8 +428,24 @@ impl App {
     }
 
     /// Starts the agent of every participant played by a built-in agent, so a restart picks up
-    /// where the agents were.
+    /// where the agents were. On a cluster, only of the conversations this node can own: the
+    /// others' agents run on their owners.
     pub async fn start_agents(&self) -> Result<(), AppError> {
+        if self.0.node.is_some() {
+            let mut conversations: Vec<String> = self
+                .0
+                .store
+                .agent_participants()
+                .await?
+                .into_iter()
+                .map(|p| p.conversation)
+                .collect();
+            conversations.dedup();
+            for id in conversations {
+                self.adopt(&id).await;
+            }
+            return Ok(());
+        }
         for participant in self.0.store.agent_participants().await? {
             let who = Participant::new(
                 &participant.conversation,
@@ -418,6 +455,120 @@ impl App {
             self.0.agents.launch(self.context(who), &participant.agent);
         }
         Ok(())
+    }
+
+    // ---- several nodes ---------------------------------------------------------------------------
+
+    /// This process as a node of a cluster, if it is one.
+    pub fn node(&self) -> Option<&Node> {
+        self.0.node.as_deref()
+    }
+
+    /// Where requests for conversation `id` are served: here (it is loaded here, or is now,
+    /// or does not exist), or at the node that owns it.
+    pub async fn locate(&self, id: &str) -> Result<Location, AppError> {
+        if self.0.node.is_none() || self.0.registry.is_here(id) {
+            return Ok(Location::Here);
+        }
+        let now = self.0.clock.instant();
+        if let Some((url, at)) = self.remote().get(id)
+            && now.duration_since(*at) < REMOTE_OWNER_TTL
+        {
+            return Ok(Location::At(url.clone()));
+        }
+        match self.0.registry.get(id).await? {
+            Found::Here(_) | Found::Missing => {
+                self.forget_location(id);
+                Ok(Location::Here)
+            }
+            Found::Elsewhere(url) => {
+                let mut remote = self.remote();
+                if remote.len() >= 100_000 {
+                    remote.retain(|_, (_, at)| now.duration_since(*at) < REMOTE_OWNER_TTL);
+                }
+                remote.insert(id.to_owned(), (url.clone(), now));
+                Ok(Location::At(url))
+            }
+        }
+    }
+
+    /// Forgets where conversation `id` was last found (its node did not answer, or said it
+    /// no longer owns it).
+    pub fn forget_location(&self, id: &str) {
+        self.remote().remove(id);
+    }
+
+    fn remote(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, tokio::time::Instant)>>
+    {
+        self.0.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps this node's lease until shutdown: renews it every third of its length, evicts the
+    /// conversations it lost, and adopts agent conversations whose node died. Returns at once
+    /// if this process is not a node.
+    pub async fn run_node(&self) {
+        let Some(node) = self.0.node.clone() else {
+            return;
+        };
+        let lease = node.lease();
+        let mut renewed = self.0.clock.instant();
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.0.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let started = self.0.clock.instant();
+            match node.beat().await {
+                Beat::Renewed(owned) => {
+                    renewed = started;
+                    self.0.registry.evict_lost(&owned, started);
+                }
+                Beat::Failed(error) => {
+                    tracing::warn!(%error, "cannot renew this node's lease");
+                    if started.duration_since(renewed) >= lease {
+                        let evicted = self.0.registry.evict_all();
+                        if evicted > 0 {
+                            tracing::warn!(evicted, "this node's lease ran out");
+                        }
+                    }
+                    continue;
+                }
+            }
+            match node.cluster().orphans().await {
+                Ok(orphans) => {
+                    for id in orphans {
+                        self.adopt(&id).await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot look for orphaned agents"),
+            }
+        }
+    }
+
+    /// Takes conversation `id` if nobody else runs it, and starts its agents here.
+    async fn adopt(&self, id: &str) {
+        let handle = match self.0.registry.get(id).await {
+            Ok(Found::Here(handle)) => handle,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, conversation = id, "cannot take over a conversation");
+                return;
+            }
+        };
+        let Ok(description) = handle.describe().await else {
+            return;
+        };
+        drop(handle);
+        for participant in description.participants {
+            if let Some(agent) = &participant.agent {
+                let who = Participant::new(id, participant.name.clone(), participant.kind);
+                self.0.agents.launch(self.context(who), agent);
+            }
+        }
     }
 
     // ---- what the other layers may know --------------------------------------------------------
@@ -446,11 +597,13 @@ impl App {
     /// The conversation's live handle, loading it if needed: the one place that finds a
     /// conversation (idle ones are unloaded behind it; remote owners would live here too).
     async fn conversation(&self, id: &str) -> Result<Handle, AppError> {
-        self.0
-            .registry
-            .get(id)
-            .await?
-            .ok_or_else(AppError::conversation_not_found)
+        match self.0.registry.get(id).await? {
+            Found::Here(handle) => Ok(handle),
+            Found::Missing => Err(AppError::conversation_not_found()),
+            // Requests are forwarded to the owner before they get here; only a race with a
+            // move (or an agent whose conversation moved) ends here.
+            Found::Elsewhere(_) => Err(AppError::moved()),
+        }
     }
 
     fn new_participant(

@@ -87,6 +87,10 @@ impl Edge {
     /// The refusal of a request that may not go further, if it may not.
     fn refuse(&self, request: &Request) -> Option<ApiError> {
         let headers = request.headers();
+        // Forwarded by another node, which made these checks when the request arrived there.
+        if super::forward::from_node(&self.app, headers) {
+            return None;
+        }
         let authority = request
             .uri()
             .authority()

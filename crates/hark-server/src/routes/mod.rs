@@ -11,6 +11,7 @@ mod conversations;
 pub(crate) mod delivery;
 pub(crate) mod edge;
 pub(crate) mod error;
+pub(crate) mod forward;
 pub(crate) mod holds;
 mod input;
 mod router;

@@ -1,0 +1,258 @@
+//! Requests for a conversation that another node runs are forwarded to it (several nodes on
+//! one database; see `app::cluster`). A client may talk to any node, behind any load balancer.
+//!
+//! - Which conversation a request is about: the `{id}` of `/v1/conversations/{id}/…`, or the
+//!   conversation of the bearer token for `/v1/whoami` and `/mcp`. Other routes are served
+//!   where they arrive.
+//! - Where it runs: [`App::locate`] (here, possibly after taking it over, or the owner's URL,
+//!   remembered for a moment).
+//! - The forwarded request carries the nodes' shared secret in `x-hark-node`; the owner serves it
+//!   without the edge checks the first node already made. An owner that no longer runs the
+//!   conversation answers `421`, and the first node asks again. A node that cannot be reached
+//!   is asked again until its lease has run out and another node (this one, say) takes over:
+//!   the request is delayed, not refused. The body is read first (it is small: the configured
+//!   limits bound it) so that it can be sent again.
+//! - The answer streams back as it comes (an event stream, a waiting `check`). What the owner
+//!   counts as handed over is what reached this node whole; the last hop to the client is the
+//!   one a hand-over over a forwarded request cannot see.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header, request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::error::ApiError;
+use super::input::bearer;
+use crate::app::{App, Caller, Location};
+
+/// The header a forwarded request carries: the nodes' shared secret.
+pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-hark-node");
+
+/// How long to wait between two tries to reach a conversation's owner.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+struct Forward {
+    app: App,
+    client: Client<HttpConnector, Body>,
+    /// Largest body read before forwarding.
+    max_body: usize,
+}
+
+/// Wraps `router` in the forwarding (nothing, on a single server).
+pub(crate) fn layer(router: Router, app: &App, max_body: usize) -> Router {
+    if app.node().is_none() {
+        return router;
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let forward = Forward {
+        app: app.clone(),
+        client: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector),
+        max_body,
+    };
+    router.layer(axum::middleware::from_fn_with_state(forward, route))
+}
+
+/// Whether `headers` say another node of this cluster forwarded the request.
+pub(crate) fn from_node(app: &App, headers: &HeaderMap) -> bool {
+    app.node().is_some_and(|node| {
+        headers
+            .get(&NODE_HEADER)
+            .is_some_and(|v| node.vouches(v.as_bytes()))
+    })
+}
+
+async fn route(State(forward): State<Forward>, request: Request, next: Next) -> Response {
+    let Some(node) = forward.app.node() else {
+        return next.run(request).await;
+    };
+    let Some(id) = forward.conversation_of(&request).await else {
+        return next.run(request).await;
+    };
+    if from_node(&forward.app, request.headers()) {
+        // Sent here as the owner: serve it if this node runs the conversation (or can take
+        // it), else say so, and the sender asks again.
+        forward.app.forget_location(&id);
+        return match forward.app.locate(&id).await {
+            Ok(Location::Here) => next.run(request).await,
+            Ok(Location::At(_)) => ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "unavailable",
+                "This node no longer runs this conversation.",
+            )
+            .into_response(),
+            Err(error) => ApiError::from(error).into_response(),
+        };
+    }
+    let mut location = match forward.app.locate(&id).await {
+        Ok(Location::Here) => return next.run(request).await,
+        Ok(location) => location,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, forward.max_body).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::too_large(forward.max_body).into_response(),
+    };
+    // Long enough for a dead owner's lease to run out and the conversation to move.
+    let give_up = tokio::time::Instant::now() + node.lease() * 2 + Duration::from_secs(1);
+    loop {
+        let url = match location {
+            Location::Here => {
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
+            }
+            Location::At(url) => url,
+        };
+        match forward
+            .send(&parts, body.clone(), &url, node.secret())
+            .await
+        {
+            Ok(response) if response.status() != StatusCode::MISDIRECTED_REQUEST => {
+                return response;
+            }
+            Ok(_) => {}
+            Err(Failure::Unreachable) => {}
+            Err(Failure::Lost) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The node that runs this conversation went away during the request; \
+                     whether it took effect is unknown. Retry (a send with the same client_id \
+                     is not doubled).",
+                )
+                .into_response();
+            }
+        }
+        forward.app.forget_location(&id);
+        if tokio::time::Instant::now() >= give_up {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The node that runs this conversation cannot be reached; nothing was changed. \
+                 Retry shortly.",
+            )
+            .into_response();
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+        location = match forward.app.locate(&id).await {
+            Ok(location) => location,
+            Err(error) => return ApiError::from(error).into_response(),
+        };
+    }
+}
+
+/// What names a request's conversation.
+enum About {
+    Conversation(String),
+    Token(String),
+}
+
+fn about(request: &Request) -> Option<About> {
+    let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/v1/conversations/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        return (!id.is_empty()).then(|| About::Conversation(id.to_owned()));
+    }
+    if path != "/v1/whoami" && path != "/mcp" && !path.starts_with("/mcp/") {
+        return None;
+    }
+    let token = bearer(request.headers()).ok().flatten()?;
+    Some(About::Token(token.to_owned()))
+}
+
+/// Why a forwarded request got no answer.
+enum Failure {
+    /// The owner could not be reached: nothing was sent, it may be sent again.
+    Unreachable,
+    /// The connection failed after the request went out.
+    Lost,
+}
+
+impl Forward {
+    /// The conversation a request is about, if it is about one.
+    fn conversation_of(&self, request: &Request) -> impl Future<Output = Option<String>> + Send {
+        let about = about(request);
+        let app = self.app.clone();
+        async move {
+            let token = match about? {
+                About::Conversation(id) => return Some(id),
+                About::Token(token) => token,
+            };
+            match app.authenticate(Some(&token)).await {
+                Ok(Caller::Participant(me)) => Some(me.conversation().to_owned()),
+                _ => None,
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        parts: &request::Parts,
+        body: Bytes,
+        url: &str,
+        secret: &str,
+    ) -> Result<Response, Failure> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("{}{path}", url.trim_end_matches('/'))
+            .parse()
+            .map_err(|_| Failure::Unreachable)?;
+        let mut request = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(headers) = request.headers_mut() {
+            for (name, value) in &parts.headers {
+                if !is_hop_by_hop(name) && name != header::HOST && name != NODE_HEADER {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            headers.insert(
+                NODE_HEADER,
+                HeaderValue::from_str(secret).map_err(|_| Failure::Unreachable)?,
+            );
+        }
+        let request = request
+            .body(Body::from(body))
+            .map_err(|_| Failure::Unreachable)?;
+        let response = self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                Failure::Unreachable
+            } else {
+                tracing::warn!(error = %e, url, "a forwarded request failed");
+                Failure::Lost
+            }
+        })?;
+        let (mut parts, body) = response.into_parts();
+        let hop: Vec<HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name))
+            .cloned()
+            .collect();
+        for name in hop {
+            parts.headers.remove(name);
+        }
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Headers that describe one connection, not the message: not passed on.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
