@@ -10,8 +10,8 @@ use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantKind, Parti
 use hark_core::time::Millis;
 use hark_core::turn::PersonRhythm;
 use hark_store::{
-    AgentState, NewAttachment, NewConversation, NewParticipant, PostgresStore, SqliteStore, Store,
-    StoreError,
+    AgentState, Cluster, NewAttachment, NewConversation, NewParticipant, NodeIdentity, Owner,
+    PostgresStore, SqliteStore, Store, StoreError,
 };
 
 /// Where a test's store lives, so that it can be opened again (a restart).
@@ -608,5 +608,110 @@ async fn postgres_read_only_is_refused_and_ping_writes() {
         Err(err) => err,
     };
     assert!(err.to_string().contains("read-only"), "{err}");
+    backend.finish().await;
+}
+
+/// PostgreSQL only: two nodes on one database. A conversation belongs to one live node; another
+/// takes it only after the owner's lease ran out, and from then on the old owner's commits are
+/// refused by the fence (nothing written), its heartbeat no longer lists it, a stale release
+/// does not free it, and a node that leaves frees everything at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ownership_moves_after_the_lease_and_fences_the_old_owner() {
+    let backend = Backend::postgres().await;
+    let Backend::Postgres { url, .. } = &backend else {
+        unreachable!()
+    };
+    let lease = std::time::Duration::from_millis(400);
+    let node = |id: &str| NodeIdentity {
+        id: id.into(),
+        url: format!("http://{id}.invalid"),
+        lease,
+    };
+    let x = PostgresStore::connect_node(url, node("x")).await.unwrap();
+    let y = PostgresStore::connect_node(url, node("y")).await.unwrap();
+    assert_eq!(x.secret("first").await.unwrap(), "first");
+    assert_eq!(
+        y.secret("second").await.unwrap(),
+        "first",
+        "the first proposal wins"
+    );
+    let mut pat = participant("pat", 1);
+    let mut coach = participant("coach", 2);
+    coach.agent = Some("coach".into());
+    pat.kind = ParticipantKind::Human;
+    create(&x, "c", vec![pat, coach]).await;
+    x.heartbeat().await.unwrap();
+    y.heartbeat().await.unwrap();
+    assert_eq!(
+        x.orphans().await.unwrap(),
+        vec!["c".to_owned()],
+        "nobody runs its agent"
+    );
+
+    let Owner::Me { ticket: first } = x.acquire("c").await.unwrap() else {
+        panic!("a free conversation is taken")
+    };
+    assert!(x.orphans().await.unwrap().is_empty());
+    assert_eq!(
+        y.acquire("c").await.unwrap(),
+        Owner::Node {
+            node: "x".into(),
+            url: "http://x.invalid".into()
+        }
+    );
+    assert!(matches!(x.acquire("nope").await, Err(StoreError::NotFound)));
+    x.commit(
+        "c",
+        vec![Effect::InsertMessage(message(1, "pat", "one", None))],
+    )
+    .await
+    .unwrap();
+    let refused = y
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(2, "pat", "y", None))],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Moved(_)), "{refused}");
+
+    // x falls silent for longer than its lease; y keeps beating and takes over.
+    tokio::time::sleep(lease + std::time::Duration::from_millis(200)).await;
+    y.heartbeat().await.unwrap();
+    let Owner::Me { ticket: taken } = y.acquire("c").await.unwrap() else {
+        panic!("an expired owner's conversation is taken over")
+    };
+    let refused = x
+        .commit(
+            "c",
+            vec![Effect::InsertMessage(message(2, "pat", "stale", None))],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Moved(_)), "{refused}");
+    y.commit(
+        "c",
+        vec![Effect::InsertMessage(message(2, "pat", "two", None))],
+    )
+    .await
+    .unwrap();
+    let log = y.load_conversation("c").await.unwrap().unwrap().messages;
+    let texts: Vec<&str> = log.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["one", "two"], "the stale write left nothing");
+    assert!(
+        !x.heartbeat().await.unwrap().contains(&"c".to_owned()),
+        "x learns it lost the conversation"
+    );
+    assert!(matches!(x.acquire("c").await.unwrap(), Owner::Node { .. }));
+
+    // A release under an older ticket frees nothing; the right one does.
+    y.release("c", first).await.unwrap();
+    assert!(matches!(x.acquire("c").await.unwrap(), Owner::Node { .. }));
+    y.release("c", taken).await.unwrap();
+    assert!(matches!(x.acquire("c").await.unwrap(), Owner::Me { .. }));
+
+    // Leaving frees at once, without waiting for the lease.
+    x.leave().await.unwrap();
+    assert!(matches!(y.acquire("c").await.unwrap(), Owner::Me { .. }));
     backend.finish().await;
 }

@@ -235,6 +235,9 @@ struct Loader {
     next_task: AtomicU64,
     /// The other nodes on the same database, if any.
     cluster: Option<Arc<dyn Cluster>>,
+    /// On a cluster: told the id of every conversation with a built-in agent that this node
+    /// loads, so that its agents run here (where it is owned).
+    adopt: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// A load in flight: every request for the id awaits the same one.
@@ -265,8 +268,9 @@ impl Registry {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         idle: Option<Duration>,
-        cluster: Option<Arc<dyn Cluster>>,
+        cluster: Option<(Arc<dyn Cluster>, mpsc::UnboundedSender<String>)>,
     ) -> Self {
+        let (cluster, adopt) = cluster.unzip();
         Registry(Arc::new(Loader {
             store,
             limits,
@@ -277,6 +281,7 @@ impl Registry {
             live: Arc::default(),
             next_task: AtomicU64::new(1),
             cluster,
+            adopt,
         }))
     }
 
@@ -383,7 +388,12 @@ impl Loader {
                 return other.map(|_| Found::Missing);
             }
         };
-        Ok(Found::Here(self.start(stored, ticket, acquired_at)))
+        let has_agents = stored.participants.iter().any(|p| p.agent.is_some());
+        let handle = self.start(stored, ticket, acquired_at);
+        if has_agents && let Some(adopt) = &self.adopt {
+            let _ = adopt.send(id);
+        }
+        Ok(Found::Here(handle))
     }
 
     fn start(

@@ -67,6 +67,9 @@ struct Inner {
     node: Option<Arc<Node>>,
     /// Conversations owned by other nodes, as last found: their base URL, and when.
     remote: std::sync::Mutex<std::collections::HashMap<String, (String, tokio::time::Instant)>>,
+    /// Conversations with agents that this node just loaded (taken by the node loop, which
+    /// starts their agents here).
+    adoptions: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl App {
@@ -81,6 +84,7 @@ impl App {
         tasks: TaskTracker,
         node: Option<Arc<Node>>,
     ) -> Self {
+        let (adopt, adoptions) = tokio::sync::mpsc::unbounded_channel();
         let registry = Registry::new(
             Arc::clone(&store),
             config.limits.clone(),
@@ -89,7 +93,7 @@ impl App {
             tasks,
             (config.idle_conversation_ms > 0)
                 .then(|| std::time::Duration::from_millis(config.idle_conversation_ms)),
-            node.as_ref().map(|n| Arc::clone(n.cluster())),
+            node.as_ref().map(|n| (Arc::clone(n.cluster()), adopt)),
         );
         let auth = Auth::new(
             config.admin_token.as_deref(),
@@ -109,6 +113,7 @@ impl App {
             shutdown,
             node,
             remote: Default::default(),
+            adoptions: std::sync::Mutex::new(Some(adoptions)),
         }))
     }
 
@@ -512,6 +517,15 @@ impl App {
         let Some(node) = self.0.node.clone() else {
             return;
         };
+        let Some(mut adoptions) = self
+            .0
+            .adoptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
         let lease = node.lease();
         let mut renewed = self.0.clock.instant();
         let mut tick = tokio::time::interval(lease / 3);
@@ -519,6 +533,10 @@ impl App {
         loop {
             tokio::select! {
                 _ = self.0.shutdown.cancelled() => return,
+                Some(id) = adoptions.recv() => {
+                    self.adopt(&id).await;
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             let started = self.0.clock.instant();
