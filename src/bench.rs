@@ -20,8 +20,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// A running server to load; without it, bench starts `hark serve` on a temporary database.
+    /// Repeated (nodes of one cluster): conversation i is created on and sent to through the
+    /// i-th node (round robin), and listened to on the next one, so every push crosses nodes.
     #[arg(long)]
-    url: Option<String>,
+    url: Vec<String>,
     /// The admin token of the server given with --url.
     #[arg(long, env = "HARK_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -74,13 +76,20 @@ struct ChildServer {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (base, server) = match &args.url {
-        Some(url) => (url.trim_end_matches('/').to_owned(), None),
-        None => {
+    let (nodes, server) = match args.url.is_empty() {
+        false => (
+            args.url
+                .iter()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        true => {
             let (url, server) = start_server().await?;
-            (url, Some(server))
+            (vec![url], Some(server))
         }
     };
+    let base = nodes[0].clone();
     if let Some(conversations) = args.soak {
         let pid = server.as_ref().and_then(|s| s.child.id());
         return soak(
@@ -124,7 +133,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut senders = Vec::new();
     let mut listeners = Vec::new();
     for index in 0..args.conversations {
-        let mut request = client.post(format!("{base}/v1/conversations")).json(&json!({
+        let (here, next) = (
+            &nodes[index % nodes.len()],
+            &nodes[(index + 1) % nodes.len()],
+        );
+        let mut request = client.post(format!("{here}/v1/conversations")).json(&json!({
             "title": format!("bench {index}"),
             "participants": [{"name": "alice", "kind": "agent"}, {"name": "bob", "kind": "agent"}]
         }));
@@ -138,17 +151,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .as_str()
                 .map(str::to_owned)
         };
-        senders.push((id.clone(), token(0).context("no token")?));
-        listeners.push((id, token(1).context("no token")?));
+        senders.push((here.clone(), id.clone(), token(0).context("no token")?));
+        listeners.push((next.clone(), id, token(1).context("no token")?));
     }
 
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let received = Arc::new(AtomicU64::new(0));
     let mut listening = Vec::new();
-    for (id, token) in listeners {
+    for (node, id, token) in listeners {
         let response = checked(
             client
-                .get(format!("{base}/v1/conversations/{id}/events"))
+                .get(format!("{node}/v1/conversations/{id}/events"))
                 .bearer_auth(&token)
                 .send()
                 .await?,
@@ -179,8 +192,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut sending = Vec::new();
-    for (id, token) in senders {
-        let (client, base) = (client.clone(), base.clone());
+    for (base, id, token) in senders {
+        let client = client.clone();
         let (stop, acknowledged, failed) = (
             Arc::clone(&stop),
             Arc::clone(&acknowledged),
@@ -241,6 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latencies[index] as f64 / 1000.0
     };
     let figures = json!({
+        "nodes": nodes.len(),
         "conversations": args.conversations,
         "duration_s": elapsed,
         "acknowledged_pushes": acknowledged,
@@ -255,8 +269,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{figures}");
     } else {
         println!(
-            "hark bench: {} conversations, {:.1} s, loopback HTTP, durable (fsync) pushes",
-            args.conversations, elapsed
+            "hark bench: {} conversations, {:.1} s, loopback HTTP, durable (fsync) pushes{}",
+            args.conversations,
+            elapsed,
+            match nodes.len() {
+                1 => String::new(),
+                n => format!(", {n} nodes (each push sent to one node, heard on another)"),
+            }
         );
         println!(
             "  durable pushes/s   {:>10.0}   ({} acknowledged, {} failed)",
