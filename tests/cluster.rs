@@ -442,3 +442,37 @@ async fn nothing_acknowledged_is_lost_or_doubled_when_a_node_is_killed() {
         "the acknowledged draft is intact: {preview}"
     );
 }
+
+/// MCP clients on different nodes, one over stdio (`hark mcp --url`) and one over streamable
+/// HTTP with a session: each one's `check` is woken by the other's push.
+#[tokio::test]
+async fn mcp_clients_on_two_nodes_hear_each_other() {
+    let (_url, a, b) = two_nodes(NODE_CONFIG).await;
+    let c = a.create(&[("alice", "human"), ("bob", "agent")]).await;
+    let mut alice = common::mcp::McpClient::stdio_remote(&a, c.token("alice")).await;
+    let mut bob = common::mcp::McpClient::http(&b, c.token("bob"), "legacy").await;
+    for (round, text) in ["are you there?", "yes, here"].into_iter().enumerate() {
+        let ((waiter, waiter_name), writer) = match round {
+            0 => ((&mut alice, "alice"), &mut bob),
+            _ => ((&mut bob, "bob"), &mut alice),
+        };
+        waiter
+            .start_call("check", json!({"timeout_ms": 50_000}))
+            .await;
+        a.until_checking(&c, waiter_name, true).await;
+        let appended = writer.call("append", json!({"text": text})).await;
+        assert!(!appended.is_error, "{}", appended.text);
+        let sent = writer.call("push", json!({})).await;
+        assert!(!sent.is_error, "{}", sent.text);
+        let woke = waiter.finish_call().await;
+        assert!(!woke.is_error, "{}", woke.text);
+        assert_eq!(woke.structured["result"]["timed_out"], false);
+        assert_eq!(
+            woke.structured["incoming"][0]["text"], text,
+            "{}",
+            woke.text
+        );
+    }
+    alice.close().await;
+    bob.close().await;
+}
