@@ -11,75 +11,17 @@ mod common;
 
 use std::time::Duration;
 
+use common::coach::{config, create};
 use common::{Conversation, Events, TestServer};
 use hark_test_llm::{Script, StandIn};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn config(stand_in: &StandIn, extra_turn: &str) -> String {
-    format!(
-        r#"
-[server]
-rate_limit_per_s = 0
-
-[[agent]]
-name = "coach"
-provider = "openai"
-base_url = "{}"
-model = "stand-in"
-system_prompt = "You are a warm, concise coach."
-mode = "reply"
-max_retries = 0
-
-[agent.turn]
-speculate = false
-window_complete_ms = 300
-window_neutral_ms = 1500
-window_partial_ms = 3000
-window_hard_cap_ms = 8000
-typing_cps = 1000
-{extra_turn}
-"#,
-        stand_in.openai_base_url()
-    )
-}
-
 async fn start(stand_in: &StandIn) -> (TestServer, Conversation) {
     let server = TestServer::start_with(Some(&config(stand_in, "")), &[]).await;
     let conversation = create(&server).await;
     (server, conversation)
-}
-
-/// pat (a person) and coach (the agent).
-async fn create(server: &TestServer) -> Conversation {
-    let (status, created) = server
-        .post_raw(
-            "/v1/conversations",
-            None,
-            json!({"participants": [
-                {"name": "pat", "kind": "human"},
-                {"name": "coach", "kind": "agent", "agent": "coach"}
-            ]})
-            .to_string()
-            .into(),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    Conversation {
-        id: created["id"].as_str().unwrap().to_owned(),
-        tokens: created["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    p["token"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect(),
-    }
 }
 
 async fn say(server: &TestServer, c: &Conversation, text: &str) -> u64 {

@@ -150,27 +150,11 @@ async fn only_the_nodes_secret_passes_as_a_forwarded_request() {
     assert_eq!(ask(&secret).await.unwrap().status(), 200);
 }
 
+/// The coach on `stand_in`, on a node of the cluster.
 fn agent_config(stand_in: &StandIn) -> String {
     format!(
-        r#"{NODE_CONFIG}
-[[agent]]
-name = "coach"
-provider = "openai"
-base_url = "{}"
-model = "stand-in"
-system_prompt = "You are a warm, concise coach."
-mode = "reply"
-max_retries = 0
-
-[agent.turn]
-speculate = false
-window_complete_ms = 300
-window_neutral_ms = 1500
-window_partial_ms = 3000
-window_hard_cap_ms = 8000
-typing_cps = 1000
-"#,
-        stand_in.openai_base_url()
+        "{}\n[cluster]\nlease_ms = 1000\n",
+        common::coach::config(stand_in, "")
     )
 }
 
@@ -216,33 +200,7 @@ async fn an_agent_answers_once_through_two_nodes_and_survives_its_node() {
     });
     let config = agent_config(&stand_in);
     let (_url, mut a, b) = two_nodes(&config).await;
-    let (status, created) = a
-        .post_raw(
-            "/v1/conversations",
-            None,
-            json!({"participants": [
-                {"name": "pat", "kind": "human"},
-                {"name": "coach", "kind": "agent", "agent": "coach"}
-            ]})
-            .to_string()
-            .into(),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let c = Conversation {
-        id: created["id"].as_str().unwrap().to_owned(),
-        tokens: created["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    p["token"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect(),
-    };
+    let c = common::coach::create(&a).await;
     // One burst, half through each node.
     let (status, _) = a
         .act(&c, "pat", "send", json!({"text": "I want to cook tonight"}))

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod coach;
 pub mod mcp;
 pub mod pg;
 
