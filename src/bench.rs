@@ -1,5 +1,5 @@
-//! `hark bench`: load over loopback HTTP, against a server it starts as a child process (or one
-//! given with `--url`).
+//! `hark bench`: load over loopback HTTP, against servers it starts as child processes (one, or
+//! `--nodes N` on one PostgreSQL `--db`) or ones given with `--url`.
 //!
 //! Each conversation has a sender and a listener. Senders loop on `send` (a durable push: the
 //! answer comes after the fsync); each listener holds the conversation's SSE stream. A message's
@@ -24,6 +24,13 @@ pub struct BenchArgs {
     /// i-th node (round robin), and listened to on the next one, so every push crosses nodes.
     #[arg(long)]
     url: Vec<String>,
+    /// Without --url: the database the started server uses (a SQLite file, or a PostgreSQL URL;
+    /// default a temporary SQLite file).
+    #[arg(long)]
+    db: Option<String>,
+    /// Without --url: how many nodes to start on --db (a PostgreSQL URL for more than one).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// The admin token of the server given with --url.
     #[arg(long, env = "HARK_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -76,19 +83,29 @@ struct ChildServer {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (nodes, server) = match args.url.is_empty() {
+    let (nodes, servers) = match args.url.is_empty() {
         false => (
             args.url
                 .iter()
                 .map(|url| url.trim_end_matches('/').to_owned())
                 .collect::<Vec<_>>(),
-            None,
+            Vec::new(),
         ),
         true => {
-            let (url, server) = start_server().await?;
-            (vec![url], Some(server))
+            if args.nodes > 1 && !args.db.as_deref().is_some_and(is_postgres) {
+                bail!("--nodes {} needs a PostgreSQL --db", args.nodes);
+            }
+            let mut nodes = Vec::new();
+            let mut servers = Vec::new();
+            for _ in 0..args.nodes.max(1) {
+                let (url, server) = start_server(args.db.as_deref()).await?;
+                nodes.push(url);
+                servers.push(server);
+            }
+            (nodes, servers)
         }
     };
+    let server = servers.first();
     let base = nodes[0].clone();
     if let Some(conversations) = args.soak {
         let pid = server.as_ref().and_then(|s| s.child.id());
@@ -240,10 +257,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    let server_cpu_s = server
-        .as_ref()
-        .and_then(|s| s.child.id())
-        .and_then(cpu_seconds);
+    let server_cpu_s = servers
+        .iter()
+        .map(|s| s.child.id().and_then(cpu_seconds))
+        .sum::<Option<f64>>()
+        .filter(|_| !servers.is_empty());
     let client_cpu_s = cpu_seconds(std::process::id());
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -739,12 +757,17 @@ fn resident_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Starts `hark serve` on a temporary database and a free port, with the rate limit off.
-async fn start_server() -> anyhow::Result<(String, ChildServer)> {
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// Starts `hark serve` on `db` (default a temporary SQLite file) and a free port, with the rate
+/// limit off.
+async fn start_server(db: Option<&str>) -> anyhow::Result<(String, ChildServer)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("bench.toml");
     std::fs::write(&config, "[server]\nrate_limit_per_s = 0\n")?;
-    let db: PathBuf = dir.path().join("bench.db");
+    let db: PathBuf = db.map_or_else(|| dir.path().join("bench.db"), PathBuf::from);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
