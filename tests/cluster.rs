@@ -434,3 +434,32 @@ async fn mcp_clients_on_two_nodes_hear_each_other() {
     alice.close().await;
     bob.close().await;
 }
+
+/// A node that the others cannot reach (a wrong `--node-url`) still runs what it owns; a request
+/// for it through another node is answered `503` with a sentence once the forwarding gives up,
+/// and nothing is changed.
+#[tokio::test]
+async fn an_unreachable_owner_is_a_clear_503() {
+    let (_schema, url) = fresh_schema(None).await;
+    let lost = TestServer::start_on_with(
+        &url,
+        Some(NODE_CONFIG),
+        &[("HARK_NODE_URL", "http://127.0.0.1:9")],
+    )
+    .await;
+    let b = TestServer::start_on(&url, Some(NODE_CONFIG)).await;
+    let c = lost.create(&[("alice", "human"), ("bob", "human")]).await;
+    let (status, _) = lost.act(&c, "alice", "send", json!({"text": "mine"})).await;
+    assert_eq!(status, 200);
+    let (status, refused) = b.act(&c, "bob", "send", json!({"text": "lost"})).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{refused}"
+    );
+    assert_eq!(texts(&history(&lost, &c, "alice").await), ["mine"]);
+}

@@ -49,6 +49,11 @@ impl TestServer {
         TestServer::start_inner_on(config, &[], false, Some(db.to_owned())).await
     }
 
+    /// As [`TestServer::start_on`], with extra environment variables.
+    pub async fn start_on_with(db: &str, config: Option<&str>, env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_inner_on(config, env, false, Some(db.to_owned())).await
+    }
+
     async fn start_inner(config: Option<&str>, env: &[(&str, &str)], logged: bool) -> TestServer {
         TestServer::start_inner_on(config, env, logged, None).await
     }

@@ -191,7 +191,8 @@ impl Server {
             .config
             .max_body_bytes
             .max(self.config.max_attachment_bytes.div_ceil(3) * 4 + 1024);
-        let router = routes::forward::layer(self.router(), &self.app, max_body);
+        let body_timeout = Duration::from_millis(self.config.body_read_timeout_ms);
+        let router = routes::forward::layer(self.router(), &self.app, max_body, body_timeout);
         let router = routes::edge::layer(router, edge);
         let caps = &self.config.caps;
         let bounds = accept::Bounds {

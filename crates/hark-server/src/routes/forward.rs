@@ -45,10 +45,12 @@ struct Forward {
     client: Client<HttpConnector, Body>,
     /// Largest body read before forwarding.
     max_body: usize,
+    /// How long the body may take to arrive.
+    body_timeout: Duration,
 }
 
 /// Wraps `router` in the forwarding (nothing, on a single server).
-pub(crate) fn layer(router: Router, app: &App, max_body: usize) -> Router {
+pub(crate) fn layer(router: Router, app: &App, max_body: usize, body_timeout: Duration) -> Router {
     if app.node().is_none() {
         return router;
     }
@@ -61,6 +63,7 @@ pub(crate) fn layer(router: Router, app: &App, max_body: usize) -> Router {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector),
         max_body,
+        body_timeout,
     };
     router.layer(axum::middleware::from_fn_with_state(forward, route))
 }
@@ -102,9 +105,11 @@ async fn route(State(forward): State<Forward>, request: Request, next: Next) -> 
         Err(error) => return ApiError::from(error).into_response(),
     };
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, forward.max_body).await {
-        Ok(body) => body,
-        Err(_) => return ApiError::too_large(forward.max_body).into_response(),
+    let body = axum::body::to_bytes(body, forward.max_body);
+    let body = match tokio::time::timeout(forward.body_timeout, body).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return ApiError::too_large(forward.max_body).into_response(),
+        Err(_) => return ApiError::body_timeout().into_response(),
     };
     // Long enough for a dead owner's lease to run out and the conversation to move.
     let give_up = tokio::time::Instant::now() + node.lease() * 2 + Duration::from_secs(1);
