@@ -122,6 +122,21 @@ const MIGRATIONS: &[&str] = &[
         END IF;
     END
     $fence$;
+    CREATE FUNCTION hark_fence_all(cs TEXT[], me TEXT) RETURNS void LANGUAGE plpgsql AS $fence$
+    DECLARE
+        owned INTEGER;
+    BEGIN
+        PERFORM 1 FROM hark_owners o JOIN hark_nodes n ON n.node = o.node
+         WHERE o.conversation_id = ANY (cs) AND o.node = me
+           AND n.expires_at > clock_timestamp()
+           FOR SHARE OF o;
+        GET DIAGNOSTICS owned = ROW_COUNT;
+        IF owned < cardinality(cs) THEN
+            RAISE EXCEPTION 'this node does not own every conversation of the batch'
+                USING ERRCODE = 'HK001';
+        END IF;
+    END
+    $fence$;
 "#,
 ];
 
@@ -392,9 +407,25 @@ async fn apply_batch(
         Ok(client) => client,
         Err(e) => return fail_all(e),
     };
-    let all: Vec<Statement> = batch
-        .iter()
-        .flat_map(|job| statements(&job.conversation, &job.effects, node))
+    // One fence for the whole batch (its conversations, each once), then every job's effects;
+    // if anything fails, the jobs are replayed one by one, each behind its own fence.
+    let fence = node.map(|node| {
+        let mut conversations: Vec<String> =
+            batch.iter().map(|job| job.conversation.clone()).collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        Statement {
+            sql: "SELECT hark_fence_all($1, $2)",
+            params: vec![Box::new(conversations), Box::new(node.to_owned())],
+        }
+    });
+    let all: Vec<Statement> = fence
+        .into_iter()
+        .chain(
+            batch
+                .iter()
+                .flat_map(|job| statements(&job.conversation, &job.effects, None)),
+        )
         .collect();
     let fast = async {
         let tx = client.transaction().await?;
@@ -403,6 +434,7 @@ async fn apply_batch(
     };
     match fast.await {
         Ok(()) => return batch.iter().map(|_| Ok(())).collect(),
+        // A lone job failed as a whole (its fence included, if it is one).
         Err(e) if batch.len() == 1 => return vec![Err(unavailable(e))],
         Err(e) => tracing::debug!("a group commit failed, applying its jobs one by one: {e}"),
     }

@@ -640,6 +640,7 @@ async fn postgres_ownership_moves_after_the_lease_and_fences_the_old_owner() {
     coach.agent = Some("coach".into());
     pat.kind = ParticipantKind::Human;
     create(&x, "c", vec![pat, coach]).await;
+    create(&x, "d", vec![participant("dee", 3)]).await;
     x.heartbeat().await.unwrap();
     y.heartbeat().await.unwrap();
     assert_eq!(
@@ -675,20 +676,29 @@ async fn postgres_ownership_moves_after_the_lease_and_fences_the_old_owner() {
         .unwrap_err();
     assert!(matches!(refused, StoreError::Moved(_)), "{refused}");
 
-    // x falls silent for longer than its lease; y keeps beating and takes over.
+    assert!(matches!(x.acquire("d").await.unwrap(), Owner::Me { .. }));
+
+    // x falls silent for longer than its lease; y keeps beating and takes c over.
     tokio::time::sleep(lease + std::time::Duration::from_millis(200)).await;
     y.heartbeat().await.unwrap();
     let Owner::Me { ticket: taken } = y.acquire("c").await.unwrap() else {
         panic!("an expired owner's conversation is taken over")
     };
-    let refused = x
-        .commit(
+    x.heartbeat().await.unwrap();
+    // Committed together (one batch, or two): the lost conversation's job alone is refused.
+    let (stale, kept) = futures::future::join(
+        x.commit(
             "c",
             vec![Effect::InsertMessage(message(2, "pat", "stale", None))],
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(refused, StoreError::Moved(_)), "{refused}");
+        ),
+        x.commit(
+            "d",
+            vec![Effect::InsertMessage(message(1, "dee", "kept", None))],
+        ),
+    )
+    .await;
+    assert!(matches!(stale, Err(StoreError::Moved(_))), "{stale:?}");
+    kept.unwrap();
     y.commit(
         "c",
         vec![Effect::InsertMessage(message(2, "pat", "two", None))],
