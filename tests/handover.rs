@@ -119,25 +119,53 @@ async fn answer_received(mut stream: TcpStream) -> Option<Value> {
 /// him; hyper answers a half-closed HTTP/1.1 request by dropping it, as it does a closed one.
 #[tokio::test]
 async fn plain_http_a_dropped_connection_never_loses_a_message() {
-    const TRIALS: usize = 24;
     let s = TestServer::start().await;
     let c = s.create(&[("alice", "human"), ("bob", "agent")]).await;
+    dropped_connection_trials(&s, &s, &c).await;
+}
+
+/// The same through two nodes on one PostgreSQL database: bob talks to one node, the
+/// conversation runs on the other (alice's node), and what bob's node relays is what counts.
+#[tokio::test]
+async fn through_another_node_a_dropped_connection_never_loses_a_message() {
+    let (_schema, url) = common::pg::fresh_schema(None).await;
+    let config = "[server]\nrate_limit_per_s = 0\n";
+    let alice_node = TestServer::start_on(&url, Some(config)).await;
+    let bob_node = TestServer::start_on(&url, Some(config)).await;
+    let c = alice_node
+        .create(&[("alice", "human"), ("bob", "agent")])
+        .await;
+    // alice's node runs the conversation.
+    let (status, _) = alice_node.act(&c, "alice", "preview", json!({})).await;
+    assert_eq!(status, 200);
+    dropped_connection_trials(&bob_node, &alice_node, &c).await;
+}
+
+/// Bob acts through `bob_side`, alice through `alice_side` (the same server, or two nodes).
+async fn dropped_connection_trials(
+    bob_side: &TestServer,
+    alice_side: &TestServer,
+    c: &Conversation,
+) {
+    const TRIALS: usize = 24;
+    let (s, c) = (alice_side, c);
     let mut outcomes = [0usize; 2];
     for trial in 0..TRIALS {
-        let (status, _) = s.act(&c, "bob", "append", json!({"text": "d"})).await;
+        let (status, _) = bob_side.act(c, "bob", "append", json!({"text": "d"})).await;
         assert_eq!(status, 200);
         // A waiting `check` (found parked through `checking`, no sleep), or an `append`.
         let checking = trial % 2 == 0;
         let stream = if checking {
-            let stream = raw_action(&s, &c, "bob", "check", json!({"timeout_ms": 20_000})).await;
-            s.until_checking(&c, "bob", true).await;
+            let stream =
+                raw_action(bob_side, c, "bob", "check", json!({"timeout_ms": 20_000})).await;
+            s.until_checking(c, "bob", true).await;
             stream
         } else {
-            raw_action(&s, &c, "bob", "append", json!({"text": "x"})).await
+            raw_action(bob_side, c, "bob", "append", json!({"text": "x"})).await
         };
         let mut stream = stream;
         let text = format!("news {trial}");
-        let send = s.act(&c, "alice", "send", json!({"text": text}));
+        let send = s.act(c, "alice", "send", json!({"text": text}));
         // Bob's side goes away before, with, or after alice's message, in turn.
         let sent = match trial % 3 {
             0 => {
@@ -160,7 +188,15 @@ async fn plain_http_a_dropped_connection_never_loses_a_message() {
             .await
             .is_some_and(|envelope| hands_over(&envelope, seq));
         outcomes[usize::from(heard)] += 1;
-        let receipt = read_up_to(&s, &c, "bob").await;
+        let mut receipt = read_up_to(s, c, "bob").await;
+        // Through another node, the report that bob has it follows the answer by a moment.
+        for _ in 0..200 {
+            if !heard || receipt >= seq {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            receipt = read_up_to(s, c, "bob").await;
+        }
         if heard {
             assert!(
                 receipt >= seq,
@@ -172,7 +208,7 @@ async fn plain_http_a_dropped_connection_never_loses_a_message() {
                 "trial {trial}: never heard {seq}, receipt {receipt}"
             );
         }
-        push_is_held_until_heard(&s, &c, "bob", seq, heard).await;
+        push_is_held_until_heard(bob_side, c, "bob", seq, heard).await;
     }
     eprintln!(
         "{TRIALS} trials: {} answers lost with the connection, {} received",

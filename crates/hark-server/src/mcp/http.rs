@@ -46,7 +46,7 @@ use super::handler::{HarkMcp, RequestSession};
 use super::local::LocalSession;
 use crate::app::{App, Participant};
 use crate::config::{Caps, ServerConfig};
-use crate::routes::delivery::Delivering;
+use crate::routes::delivery::{Relay, participant_key, when_delivered};
 use crate::routes::error::ApiError;
 
 /// How `/mcp` ends on shutdown: its `POST` answers in flight are tracked, and its sessions end
@@ -188,6 +188,12 @@ async fn authenticate(State(state): State<McpState>, mut request: Request, next:
     // A POST's answer (JSON, or an SSE stream that ends with the answer) is tracked until its
     // body is done, so shutdown can wait for it; GET streams are endless and are simply ended.
     let tracked = (method == Method::POST).then(|| state.shutdown.posts.token());
+    let relay = request.extensions().get::<Relay>().cloned();
+    let who = participant_key(&owner.conversation, owner.name.as_str());
+    if let Some(relay) = &relay {
+        // An earlier answer relayed by another node: its report comes first.
+        relay.parked.reported(&who).await;
+    }
     // From here until the response body is taken whole, the client may go away: then the
     // guard's drop loses this request's answers and withdraws its call.
     let guard = scope.map(ScopeGuard::new);
@@ -224,15 +230,15 @@ async fn authenticate(State(state): State<McpState>, mut request: Request, next:
     }
     let response = as_json_error(response, state.config.max_body_bytes).await;
     match (tracked, guard) {
-        (Some(token), Some(guard)) => response.map(|body| {
-            Body::new(Delivering::new(
-                body,
-                Box::new(move || {
-                    guard.delivered();
-                    drop(token);
-                }),
-            ))
-        }),
+        (Some(token), Some(guard)) => when_delivered(
+            response,
+            Box::new(move || {
+                guard.delivered();
+                drop(token);
+            }),
+            relay.as_ref(),
+            &who,
+        ),
         _ => response,
     }
 }

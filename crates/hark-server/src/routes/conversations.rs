@@ -4,12 +4,12 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hark_core::protocol::{ActionKind, Confirm, ParticipantName};
 
-use super::delivery::Delivering;
+use super::delivery::{Relay, participant_key, when_delivered};
 use super::error::ApiError;
 use super::input::{bearer, read_body};
 use super::state::HttpState;
@@ -189,6 +189,7 @@ pub(super) async fn get_attachment(
 pub(super) async fn act(
     State(state): State<HttpState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    relay: Option<Extension<Relay>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -207,15 +208,26 @@ pub(super) async fn act(
     .await?;
     let action = wire::decode_action(kind, &body)?;
     let confirm = confirm(&headers)?;
+    let who = participant_key(me.conversation(), me.name().as_str());
+    if let Some(Extension(relay)) = &relay {
+        // An earlier answer relayed by another node: its report comes first.
+        relay.parked.reported(&who).await;
+    }
     let acted = state.app.act_with(&me, action, confirm).await?;
     let response = Json(wire::WireEnvelope::from(&acted.envelope)).into_response();
     if !acted.ticket.is_pending() {
         return Ok(response);
     }
-    // The result counts as heard once hyper took the whole body; if the connection goes first,
-    // the ticket is dropped and the result's messages come again.
+    // The result counts as heard once hyper took the whole body (or the node that forwarded
+    // the request says its client did); if the connection goes first, the ticket is dropped and
+    // the result's messages come again.
     let ticket = acted.ticket;
-    Ok(response.map(|body| Body::new(Delivering::new(body, Box::new(|| ticket.delivered())))))
+    Ok(when_delivered(
+        response,
+        Box::new(|| ticket.delivered()),
+        relay.as_ref().map(|Extension(relay)| relay),
+        &who,
+    ))
 }
 
 /// How the client confirms this request's result: itself, if it sends `Hark-Received` (the

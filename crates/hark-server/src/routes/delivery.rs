@@ -8,10 +8,16 @@
 //! The report runs synchronously inside hyper's poll, before the last bytes are written to the
 //! socket, so it is queued before the client can see the answer and act on it.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
@@ -74,6 +80,206 @@ impl Drop for Delivering {
         // An empty body is complete before hyper polls it: it wrote the whole answer.
         if http_body::Body::is_end_stream(&self.inner) {
             self.done();
+        }
+    }
+}
+
+/// The header with which a node answering a forwarded request names the delivery the
+/// forwarding node must report (see [`Parked`]).
+pub(crate) const DELIVERY_HEADER: HeaderName = HeaderName::from_static("x-hark-delivery");
+
+/// How long a forwarded answer's delivery report is awaited before it counts as lost.
+const PARK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Deliveries of answers to forwarded requests, waiting for the forwarding node's report.
+///
+/// An answer to a request that another node forwarded reaches its client only through that
+/// node: hyper taking the body whole here says nothing. So its [`OnDelivered`] waits here under
+/// an id sent back in [`DELIVERY_HEADER`], until the forwarding node reports that its client
+/// took the body whole (it runs) or not (it is dropped: lost). A report that never comes
+/// (the forwarding node died) counts as lost after [`PARK_TIMEOUT`]: the answer's messages come
+/// again, as the hand-over rule wants.
+///
+/// The report follows the delivery, so the client may already act again when it is on its way:
+/// a participant's next request first waits (at most [`REPORT_WAIT`]) until none of its answers
+/// is parked, so that it is not held for messages it did receive.
+#[derive(Default)]
+pub(crate) struct Parked {
+    next: AtomicU64,
+    waiting: Mutex<Waiting>,
+    settled: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<u64, (OnDelivered, Instant, Arc<str>)>,
+    /// How many answers of each participant (`conversation/name`) are parked.
+    by_participant: HashMap<Arc<str>, usize>,
+}
+
+impl Waiting {
+    fn remove(&mut self, id: u64) -> Option<OnDelivered> {
+        let (on_delivered, _, who) = self.by_id.remove(&id)?;
+        if let Some(count) = self.by_participant.get_mut(&who) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_participant.remove(&who);
+            }
+        }
+        Some(on_delivered)
+    }
+}
+
+/// How long a participant's request waits for the reports on its earlier answers; a report
+/// later than that counts as lost (the forwarding node lost its client before it could read
+/// the answer, or is gone): the answer's messages come again.
+const REPORT_WAIT: Duration = Duration::from_millis(500);
+
+impl Parked {
+    fn park(&self, who: &str, on_delivered: OnDelivered) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.by_id.len() >= 256 {
+            // Reports that never came: dropped, so lost (a ticket's drop only queues a report).
+            let old: Vec<u64> = waiting
+                .by_id
+                .iter()
+                .filter(|(_, (_, at, _))| now.duration_since(*at) >= PARK_TIMEOUT)
+                .map(|(id, _)| *id)
+                .collect();
+            stale.extend(old.into_iter().filter_map(|id| waiting.remove(id)));
+        }
+        let who: Arc<str> = Arc::from(who);
+        *waiting.by_participant.entry(Arc::clone(&who)).or_default() += 1;
+        waiting.by_id.insert(id, (on_delivered, now, who));
+        drop(waiting);
+        drop(stale);
+        id
+    }
+
+    /// The forwarding node's report on delivery `id`; whether it was waiting.
+    pub(crate) fn settle(&self, id: u64, delivered: bool) -> bool {
+        let on_delivered = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let Some(on_delivered) = on_delivered else {
+            return false;
+        };
+        if delivered {
+            on_delivered();
+        }
+        self.settled.notify_waiters();
+        true
+    }
+
+    /// Waits until no answer of `who` waits for its report: at most [`REPORT_WAIT`], after
+    /// which the answers still waiting count as lost.
+    pub(crate) async fn reported(&self, who: &str) {
+        let deadline = tokio::time::Instant::now() + REPORT_WAIT;
+        loop {
+            let settled = self.settled.notified();
+            let parked = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_participant
+                .contains_key(who);
+            if !parked {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                self.expire(who);
+                return;
+            }
+        }
+    }
+
+    /// Drops (lost) the answers of `who` parked for longer than [`REPORT_WAIT`].
+    fn expire(&self, who: &str) {
+        let now = Instant::now();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let late: Vec<u64> = waiting
+            .by_id
+            .iter()
+            .filter(|(_, (_, at, of))| &**of == who && now.duration_since(*at) >= REPORT_WAIT)
+            .map(|(id, _)| *id)
+            .collect();
+        let lost: Vec<OnDelivered> = late
+            .into_iter()
+            .filter_map(|id| waiting.remove(id))
+            .collect();
+        drop(waiting);
+        drop(lost);
+    }
+}
+
+/// In every request's extensions on a node of several: where answers to forwarded requests
+/// wait for their reports, and whether this request was forwarded by another node.
+#[derive(Clone)]
+pub(crate) struct Relay {
+    pub(crate) parked: Arc<Parked>,
+    pub(crate) from_node: bool,
+}
+
+/// The key under which a participant's parked answers are counted.
+pub(crate) fn participant_key(conversation: &str, name: &str) -> String {
+    format!("{conversation}/{name}")
+}
+
+/// `response`, with `on_delivered` run once it reached the client: when hyper took its body
+/// whole, or, for a request another node forwarded, when that node reports that its own client
+/// did. `who` is the participant the answer is for ([`participant_key`]).
+pub(crate) fn when_delivered(
+    response: Response,
+    on_delivered: OnDelivered,
+    relay: Option<&Relay>,
+    who: &str,
+) -> Response {
+    match relay {
+        Some(Relay {
+            parked,
+            from_node: true,
+        }) => {
+            let id = parked.park(who, on_delivered);
+            let mut response = response;
+            response
+                .headers_mut()
+                .insert(DELIVERY_HEADER, HeaderValue::from(id));
+            // If the answer does not even reach the forwarding node, nobody will report on it:
+            // it is lost at once.
+            let unpark = Unpark {
+                parked: Arc::clone(parked),
+                id,
+                armed: true,
+            };
+            response.map(|body| Body::new(Delivering::new(body, Box::new(move || unpark.disarm()))))
+        }
+        _ => response.map(|body| Body::new(Delivering::new(body, on_delivered))),
+    }
+}
+
+/// Drops a parked delivery (lost) unless disarmed.
+struct Unpark {
+    parked: Arc<Parked>,
+    id: u64,
+    armed: bool,
+}
+
+impl Unpark {
+    /// The answer reached the forwarding node: its report decides.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unpark {
+    fn drop(&mut self) {
+        if self.armed {
+            self.parked.settle(self.id, false);
         }
     }
 }

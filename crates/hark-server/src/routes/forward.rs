@@ -12,10 +12,15 @@
 //!   is asked again until its lease has run out and another node (this one, say) takes over:
 //!   the request is delayed, not refused. The body is read first (it is small: the configured
 //!   limits bound it) so that it can be sent again.
-//! - The answer streams back as it comes (an event stream, a waiting `check`). What the owner
-//!   counts as handed over is what reached this node whole; the last hop to the client is the
-//!   one a hand-over over a forwarded request cannot see.
+//! - The answer streams back as it comes (an event stream, a waiting `check`). An answer that
+//!   hands messages over counts as heard only once it reached the client: the owner parks its
+//!   delivery under an id ([`DELIVERY_HEADER`]), and this node reports, once hyper took the
+//!   answer's last frame here, that its client has it, or, if the client went away first, that
+//!   it does not (`POST /v1/internal/deliveries/{id}`, between nodes only). The report follows
+//!   the delivery, never precedes it: a client that acts again within the report's round trip
+//!   may be shown the same messages once more ("again", its push held once), never fewer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::delivery::{DELIVERY_HEADER, Delivering, Parked, Relay};
 use super::error::ApiError;
 use super::input::bearer;
 use crate::app::{App, Caller, Location};
@@ -47,7 +53,12 @@ struct Forward {
     max_body: usize,
     /// How long the body may take to arrive.
     body_timeout: Duration,
+    /// Answers to requests forwarded here, waiting for the forwarding node's delivery report.
+    parked: Arc<Parked>,
 }
+
+/// Where a node reports the delivery of an answer to a request it forwarded.
+const DELIVERIES: &str = "/v1/internal/deliveries/";
 
 /// Wraps `router` in the forwarding (nothing, on a single server).
 pub(crate) fn layer(router: Router, app: &App, max_body: usize, body_timeout: Duration) -> Router {
@@ -64,6 +75,7 @@ pub(crate) fn layer(router: Router, app: &App, max_body: usize, body_timeout: Du
             .build(connector),
         max_body,
         body_timeout,
+        parked: Arc::default(),
     };
     router.layer(axum::middleware::from_fn_with_state(forward, route))
 }
@@ -77,14 +89,22 @@ pub(crate) fn from_node(app: &App, headers: &HeaderMap) -> bool {
     })
 }
 
-async fn route(State(forward): State<Forward>, request: Request, next: Next) -> Response {
+async fn route(State(forward): State<Forward>, mut request: Request, next: Next) -> Response {
     let Some(node) = forward.app.node() else {
         return next.run(request).await;
     };
+    let forwarded = from_node(&forward.app, request.headers());
+    if forwarded && let Some(report) = request.uri().path().strip_prefix(DELIVERIES) {
+        return forward.report(report, request.uri().query());
+    }
+    request.extensions_mut().insert(Relay {
+        parked: Arc::clone(&forward.parked),
+        from_node: forwarded,
+    });
     let Some(id) = forward.conversation_of(&request).await else {
         return next.run(request).await;
     };
-    if from_node(&forward.app, request.headers()) {
+    if forwarded {
         // Sent here as the owner: serve it if this node runs the conversation (or can take
         // it), else say so, and the sender asks again.
         forward.app.forget_location(&id);
@@ -186,6 +206,19 @@ enum Failure {
 }
 
 impl Forward {
+    /// Another node's delivery report: `{id}?delivered=true|false`.
+    fn report(&self, id: &str, query: Option<&str>) -> Response {
+        let delivered = match query {
+            Some("delivered=true") => true,
+            Some("delivered=false") => false,
+            _ => return ApiError::bad_request("delivered=true or delivered=false").into_response(),
+        };
+        match id.parse() {
+            Ok(id) if self.parked.settle(id, delivered) => StatusCode::NO_CONTENT.into_response(),
+            _ => ApiError::not_found("No delivery of that id waits here.").into_response(),
+        }
+    }
+
     /// The conversation a request is about, if it is about one.
     fn conversation_of(&self, request: &Request) -> impl Future<Output = Option<String>> + Send {
         let about = about(request);
@@ -237,6 +270,15 @@ impl Forward {
             }
         })?;
         let (mut parts, body) = response.into_parts();
+        let delivery = parts.headers.remove(&DELIVERY_HEADER).and_then(|id| {
+            let id = id.to_str().ok()?.parse::<u64>().ok()?;
+            Some(Report {
+                client: self.client.clone(),
+                url: format!("{}{DELIVERIES}{id}", url.trim_end_matches('/')),
+                secret: secret.to_owned(),
+                sent: false,
+            })
+        });
         let hop: Vec<HeaderName> = parts
             .headers
             .keys()
@@ -246,7 +288,15 @@ impl Forward {
         for name in hop {
             parts.headers.remove(name);
         }
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let body = Body::new(body);
+        Ok(Response::from_parts(
+            parts,
+            match delivery {
+                // Reported once hyper took its last frame here, as a local answer is confirmed.
+                Some(report) => Body::new(Delivering::new(body, Box::new(|| report.delivered()))),
+                None => body,
+            },
+        ))
     }
 }
 
@@ -260,4 +310,47 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::PROXY_AUTHORIZATION
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+}
+
+/// Where and how to report the delivery of one forwarded answer to its owner. Dropped without
+/// [`Report::delivered`], it reports the answer lost.
+struct Report {
+    client: Client<HttpConnector, Body>,
+    url: String,
+    secret: String,
+    sent: bool,
+}
+
+impl Report {
+    /// hyper took the answer's last frame: tell the owner its client has it.
+    fn delivered(mut self) {
+        self.sent = true;
+        tokio::spawn(self.send(true));
+    }
+
+    fn send(&self, delivered: bool) -> impl Future<Output = ()> + Send + 'static {
+        let request = Request::post(format!("{}?delivered={delivered}", self.url))
+            .header(NODE_HEADER, self.secret.as_str())
+            .body(Body::empty());
+        let client = self.client.clone();
+        async move {
+            let Ok(request) = request else { return };
+            match client.request(request).await {
+                Ok(response) if response.status().is_success() => {}
+                // The owner counts it lost after a while, and its messages come again.
+                Ok(response) => {
+                    tracing::debug!(status = %response.status(), "a delivery report was refused")
+                }
+                Err(error) => tracing::debug!(%error, "a delivery report was not sent"),
+            }
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if !self.sent {
+            tokio::spawn(self.send(false));
+        }
+    }
 }
