@@ -88,7 +88,8 @@ pub struct SimArgs {
     pub reply_tokens: u32,
     /// Run each family over its parameter (fixed:W and typing:W+spec for W from 0.5 to 15 s, the
     /// engine over endpoint_patience_ms) in every condition, and print the frontiers: premature
-    /// rate at median dead-air budgets and dead air at premature budgets.
+    /// rate at median dead-air budgets, dead air at premature budgets, and premature rate at p90
+    /// dead-air budgets.
     #[arg(long)]
     pub sweep: bool,
     /// Print one JSON object instead of the tables.

@@ -16,6 +16,11 @@
 //! premature budget is read the same way, the other way round. The *envelope* is the better of
 //! `fixed` and `typing+spec` at each budget: the engine should lie on or below it.
 //!
+//! The same reading on the p90 dead air instead of the median (the *p90 frontier*, at
+//! [`P90_BUDGETS_MS`]) shows what the slowest tenth of finished turns pays: a family that
+//! waits for everyone has equal p50 and p90, the engine waits long only for some turns, so where
+//! its lead at equal median dead air shrinks or turns at equal p90 it is a median effect.
+//!
 //! The `fixed` family ignores typing (no gate, no rechecks), so it is run once, on the trace
 //! without synthesised typing, and shared by every condition. Every other run prepares each
 //! conversation's episodes once per condition and replays all its policies on them.
@@ -43,6 +48,9 @@ pub const PATIENCE_MS: &[u64] = &[
 
 /// Median dead-air budgets at which the families' premature rates are compared.
 pub const DEAD_AIR_BUDGETS_MS: &[u64] = &[1000, 1500, 2000, 3000, 5000, 8000];
+
+/// p90 dead-air budgets at which the families' premature rates are compared.
+pub const P90_BUDGETS_MS: &[u64] = &[1500, 2000, 3000, 5000, 8000, 10_000];
 
 /// Premature-rate budgets at which the families' median dead airs are compared.
 pub const PREMATURE_BUDGETS: &[f64] = &[0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40];
@@ -80,14 +88,32 @@ pub struct Curve {
     pub points: Vec<Point>,
 }
 
+/// Which dead air a curve is read on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantile {
+    /// The median dead air.
+    P50,
+    /// The 90th percentile.
+    P90,
+}
+
+impl Point {
+    fn dead_air_ms(&self, q: Quantile) -> Option<u64> {
+        match q {
+            Quantile::P50 => self.p50_ms,
+            Quantile::P90 => self.p90_ms,
+        }
+    }
+}
+
 impl Curve {
-    /// The lower envelope: (median dead air ms, premature) sorted by dead air, each better than
+    /// The lower envelope: (dead air ms at `q`, premature) sorted by dead air, each better than
     /// every point before it.
-    fn frontier(&self) -> Vec<(f64, f64)> {
+    fn frontier(&self, q: Quantile) -> Vec<(f64, f64)> {
         let mut pts: Vec<(f64, f64)> = self
             .points
             .iter()
-            .filter_map(|p| Some((p.p50_ms? as f64, p.premature)))
+            .filter_map(|p| Some((p.dead_air_ms(q)? as f64, p.premature)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
         let mut out: Vec<(f64, f64)> = Vec::new();
@@ -101,7 +127,13 @@ impl Curve {
 
     /// The premature rate at a median dead air of `budget_ms` (see the module documentation).
     pub fn premature_at(&self, budget_ms: f64) -> Option<f64> {
-        let f = self.frontier();
+        self.premature_at_quantile(Quantile::P50, budget_ms)
+    }
+
+    /// The premature rate at a dead air of `budget_ms` at quantile `q`, read like
+    /// [`Curve::premature_at`].
+    pub fn premature_at_quantile(&self, q: Quantile, budget_ms: f64) -> Option<f64> {
+        let f = self.frontier(q);
         let first = f.first()?;
         if budget_ms < first.0 {
             return None;
@@ -117,7 +149,7 @@ impl Curve {
 
     /// The median dead air needed for a premature rate of `budget` (see the module documentation).
     pub fn dead_air_at(&self, budget: f64) -> Option<f64> {
-        let f = self.frontier();
+        let f = self.frontier(Quantile::P50);
         let first = f.first()?;
         if budget >= first.1 {
             return Some(first.0);
@@ -150,11 +182,16 @@ impl ConditionSweep {
         self.curves.iter().find(|c| c.family == family)
     }
 
-    /// The better of `fixed` and `typing+spec` at a dead-air budget.
+    /// The better of `fixed` and `typing+spec` at a median dead-air budget.
     pub fn envelope_premature_at(&self, budget_ms: f64) -> Option<f64> {
+        self.envelope_premature_at_quantile(Quantile::P50, budget_ms)
+    }
+
+    /// The better of `fixed` and `typing+spec` at a dead-air budget at quantile `q`.
+    pub fn envelope_premature_at_quantile(&self, q: Quantile, budget_ms: f64) -> Option<f64> {
         ["fixed", "typing+spec"]
             .iter()
-            .filter_map(|f| self.curve(f)?.premature_at(budget_ms))
+            .filter_map(|f| self.curve(f)?.premature_at_quantile(q, budget_ms))
             .reduce(f64::min)
     }
 
@@ -336,34 +373,7 @@ pub fn to_table(sweep: &[ConditionSweep]) -> String {
     }
     for c in sweep {
         let _ = writeln!(s, "\n== {} ({})", c.label(), c.summary.typing);
-        let _ = write!(s, "{:<32}", "premature at median dead air");
-        for b in DEAD_AIR_BUDGETS_MS {
-            let _ = write!(s, "{:>8}", format!("{:.1}s", *b as f64 / 1000.0));
-        }
-        s.push('\n');
-        let row = |s: &mut String, name: &str, f: &dyn Fn(f64) -> Option<f64>| {
-            let _ = write!(s, "{name:<32}");
-            for b in DEAD_AIR_BUDGETS_MS {
-                let _ = write!(s, "{:>8}", pct(f(*b as f64)));
-            }
-            s.push('\n');
-        };
-        for curve in &c.curves {
-            row(&mut s, curve.family, &|b| curve.premature_at(b));
-        }
-        row(&mut s, "envelope (fixed, typing+spec)", &|b| {
-            c.envelope_premature_at(b)
-        });
-        let _ = write!(s, "{:<32}", "engine − envelope (points)");
-        for b in DEAD_AIR_BUDGETS_MS {
-            let d = c
-                .curve("engine")
-                .and_then(|e| e.premature_at(*b as f64))
-                .zip(c.envelope_premature_at(*b as f64))
-                .map(|(e, v)| format!("{:+.1}", (e - v) * 100.0));
-            let _ = write!(s, "{:>8}", d.unwrap_or_else(|| "-".into()));
-        }
-        s.push('\n');
+        premature_block(&mut s, c, Quantile::P50);
 
         let _ = write!(s, "{:<32}", "median dead air at premature");
         for b in PREMATURE_BUDGETS {
@@ -382,6 +392,8 @@ pub fn to_table(sweep: &[ConditionSweep]) -> String {
             let _ = write!(s, "{:>8}", secs(c.envelope_dead_air_at(*b)));
         }
         s.push('\n');
+
+        premature_block(&mut s, c, Quantile::P90);
 
         let d = c.default;
         let env = d.p50_ms.and_then(|m| c.envelope_premature_at(m as f64));
@@ -404,6 +416,42 @@ pub fn to_table(sweep: &[ConditionSweep]) -> String {
          safely. Envelope: the better of fixed and typing+spec.\n",
     );
     s
+}
+
+/// Premature rate per family, the envelope and the engine's lead at the dead-air budgets of `q`.
+fn premature_block(s: &mut String, c: &ConditionSweep, q: Quantile) {
+    let (title, budgets) = match q {
+        Quantile::P50 => ("premature at median dead air", DEAD_AIR_BUDGETS_MS),
+        Quantile::P90 => ("premature at p90 dead air", P90_BUDGETS_MS),
+    };
+    let _ = write!(s, "{title:<32}");
+    for b in budgets {
+        let _ = write!(s, "{:>8}", format!("{:.1}s", *b as f64 / 1000.0));
+    }
+    s.push('\n');
+    let row = |s: &mut String, name: &str, f: &dyn Fn(f64) -> Option<f64>| {
+        let _ = write!(s, "{name:<32}");
+        for b in budgets {
+            let _ = write!(s, "{:>8}", pct(f(*b as f64)));
+        }
+        s.push('\n');
+    };
+    for curve in &c.curves {
+        row(s, curve.family, &|b| curve.premature_at_quantile(q, b));
+    }
+    row(s, "envelope (fixed, typing+spec)", &|b| {
+        c.envelope_premature_at_quantile(q, b)
+    });
+    let _ = write!(s, "{:<32}", "engine − envelope (points)");
+    for b in budgets {
+        let d = c
+            .curve("engine")
+            .and_then(|e| e.premature_at_quantile(q, *b as f64))
+            .zip(c.envelope_premature_at_quantile(q, *b as f64))
+            .map(|(e, v)| format!("{:+.1}", (e - v) * 100.0));
+        let _ = write!(s, "{:>8}", d.unwrap_or_else(|| "-".into()));
+    }
+    s.push('\n');
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -436,6 +484,19 @@ pub fn to_json(sweep: &[ConditionSweep]) -> Value {
                             )
                         })
                         .collect();
+                    let at_p90: serde_json::Map<String, Value> = P90_BUDGETS_MS
+                        .iter()
+                        .map(|b| {
+                            (
+                                b.to_string(),
+                                json!(
+                                    curve
+                                        .premature_at_quantile(Quantile::P90, *b as f64)
+                                        .map(|x| round(x, 4))
+                                ),
+                            )
+                        })
+                        .collect();
                     let at_premature: serde_json::Map<String, Value> = PREMATURE_BUDGETS
                         .iter()
                         .map(|b| {
@@ -450,6 +511,7 @@ pub fn to_json(sweep: &[ConditionSweep]) -> Value {
                         json!({
                             "points": curve.points.iter().map(point).collect::<Vec<_>>(),
                             "premature_at_dead_air_ms": at_dead_air,
+                            "premature_at_p90_dead_air_ms": at_p90,
                             "dead_air_ms_at_premature": at_premature,
                         }),
                     )
@@ -464,6 +526,18 @@ pub fn to_json(sweep: &[ConditionSweep]) -> Value {
                     )
                 })
                 .collect();
+            let envelope_p90: serde_json::Map<String, Value> = P90_BUDGETS_MS
+                .iter()
+                .map(|b| {
+                    (
+                        b.to_string(),
+                        json!(
+                            c.envelope_premature_at_quantile(Quantile::P90, *b as f64)
+                                .map(|x| round(x, 4))
+                        ),
+                    )
+                })
+                .collect();
             let d = c.default;
             json!({
                 "typing": c.summary.typing,
@@ -472,6 +546,7 @@ pub fn to_json(sweep: &[ConditionSweep]) -> Value {
                 "turns": c.summary.turns,
                 "families": families,
                 "envelope_premature_at_dead_air_ms": envelope,
+                "envelope_premature_at_p90_dead_air_ms": envelope_p90,
                 "default": {
                     "endpoint_patience_ms": d.param_ms,
                     "premature_rate": round(d.premature, 4),
@@ -535,5 +610,23 @@ mod tests {
         let at20 = c.dead_air_at(0.20).unwrap();
         assert!((at20 - 3000.0).abs() < 1e-6, "{at20}");
         assert_eq!(c.dead_air_at(0.01), None, "never that safe");
+    }
+
+    #[test]
+    fn the_p90_frontier_reads_the_p90_dead_air() {
+        // Two points with the same median: on the p90 curve the one that keeps a tenth of its
+        // turns waiting 6 s is a different trade-off from the one that never waits.
+        let mut c = curve(&[(1400, 0.10), (1400, 0.07)]);
+        c.points[0].p90_ms = Some(1400);
+        c.points[1].p90_ms = Some(6000);
+        assert_eq!(
+            c.premature_at(1500.0),
+            Some(0.07),
+            "the median hides the wait"
+        );
+        assert_eq!(c.premature_at_quantile(Quantile::P90, 1400.0), Some(0.10));
+        let at = c.premature_at_quantile(Quantile::P90, 3700.0).unwrap();
+        assert!((at - 0.085).abs() < 1e-9, "{at}");
+        assert_eq!(c.premature_at_quantile(Quantile::P90, 1000.0), None);
     }
 }

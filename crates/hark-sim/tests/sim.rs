@@ -259,6 +259,16 @@ fn the_sweep_is_deterministic_and_shaped() {
             let at = &families["engine"]["premature_at_dead_air_ms"][b.to_string()];
             assert!(at.is_f64() || at.is_null(), "{at}");
         }
+        // The p90 frontier: at every budget a rate or nothing, for each family and the envelope.
+        for b in hark_sim::sweep::P90_BUDGETS_MS {
+            let key = b.to_string();
+            let env = &c["envelope_premature_at_p90_dead_air_ms"][&key];
+            assert!(env.is_f64() || env.is_null(), "{env}");
+            for f in ["fixed", "typing+spec", "engine"] {
+                let p90 = &families[f]["premature_at_p90_dead_air_ms"][&key];
+                assert!(p90.is_f64() || p90.is_null(), "{f} {p90}");
+            }
+        }
         assert_eq!(
             c["default"]["endpoint_patience_ms"],
             hark_core::turn::TurnConfig::default().endpoint_patience_ms
