@@ -69,10 +69,12 @@ async fn web_chat_in_headless_chromium() {
     stand_in.set_responder(|_| hark_test_llm::Script::text("Pasta with garlic sounds good."));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hark.toml");
+    // The rate limit off: the scenario seeds a 5,000-message history as fast as the machine
+    // allows, which a fast machine does above the per-token default.
     std::fs::write(
         &config,
         format!(
-            "[[agent]]\nname = \"coach\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"stand-in\"\nmode = \"reply\"\nmax_retries = 0\n",
+            "[server]\nrate_limit_per_s = 0\n\n[[agent]]\nname = \"coach\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodel = \"stand-in\"\nmode = \"reply\"\nmax_retries = 0\n",
             stand_in.openai_base_url()
         ),
     )
