@@ -66,6 +66,17 @@ pub struct BenchArgs {
     /// then nothing), `byte` (one byte, then nothing) or `mcp` (initialized MCP sessions).
     #[arg(long, value_enum, default_value_t = FloodKind::H1)]
     flood_kind: FloodKind,
+    /// Instead of pushes: write one conversation of about this many MiB of text straight into
+    /// the database, start the server on it, and report how long loading it takes and the
+    /// server's memory afterwards.
+    #[arg(long)]
+    big_mib: Option<usize>,
+    /// With --big-mib: characters per message.
+    #[arg(long, default_value_t = 4_000)]
+    message_chars: usize,
+    /// The `hark` binary that serves (default: this one), to compare builds on one load.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
 }
 
 /// What `--flood` holds open.
@@ -83,6 +94,13 @@ struct ChildServer {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let binary = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
+    if let Some(mib) = args.big_mib {
+        return big_conversation(&binary, mib, args.message_chars, args.json).await;
+    }
     let (nodes, servers) = match args.url.is_empty() {
         false => (
             args.url
@@ -95,10 +113,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             if args.nodes > 1 && !args.db.as_deref().is_some_and(is_postgres) {
                 bail!("--nodes {} needs a PostgreSQL --db", args.nodes);
             }
+            // Parked checks hold one connection each over HTTP/1.1: more than the default cap.
+            let limits = if args.checks.is_some() {
+                "[limits]\nmax_connections = 16384\n"
+            } else {
+                ""
+            };
             let mut nodes = Vec::new();
             let mut servers = Vec::new();
             for _ in 0..args.nodes.max(1) {
-                let (url, server) = start_server(args.db.as_deref()).await?;
+                let dir = tempfile::tempdir()?;
+                let (url, server) = start_server(&binary, dir, limits, args.db.as_deref()).await?;
                 nodes.push(url);
                 servers.push(server);
             }
@@ -329,6 +354,8 @@ async fn park_checks(
     json_out: bool,
 ) -> anyhow::Result<()> {
     const PER_CONVERSATION: usize = 50;
+    // Every parked call is a descriptor of this process too.
+    crate::process::raise_descriptor_limit();
     let client = if http2 {
         reqwest::Client::builder().http2_prior_knowledge().build()?
     } else {
@@ -761,14 +788,160 @@ fn is_postgres(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
-/// Starts `hark serve` on `db` (default a temporary SQLite file) and a free port, with the rate
-/// limit off.
-async fn start_server(db: Option<&str>) -> anyhow::Result<(String, ChildServer)> {
+/// `--big-mib`: one conversation of `mib` MiB of text (Alice writes it all; Bob has read
+/// nothing), written through the store while no server runs; then the server is started on it
+/// and asked for the conversation (which loads it), and Bob, far behind, checks.
+async fn big_conversation(
+    binary: &std::path::Path,
+    mib: usize,
+    message_chars: usize,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use hark_core::protocol::{Effect, Message, ParticipantName};
+    use hark_store::Store;
+
     let dir = tempfile::tempdir()?;
+    // Created through a first server, so tokens and ids are the server's own.
+    let (base, server) = start_server(binary, dir, "", None).await?;
+    let client = reqwest::Client::new();
+    let created: Value = checked(
+        client
+            .post(format!("{base}/v1/conversations"))
+            .json(&json!({
+                "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+            }))
+            .send()
+            .await?,
+    )
+    .await?
+    .json()
+    .await?;
+    let id = created["id"].as_str().context("no id")?.to_owned();
+    let bob = created["participants"][1]["token"]
+        .as_str()
+        .context("no token")?
+        .to_owned();
+    let dir = server.stop().await?;
+    let db = dir.path().join("bench.db");
+
+    let messages = (mib * 1024 * 1024).div_ceil(message_chars.max(1));
+    let written = Instant::now();
+    {
+        let store = hark_store::SqliteStore::open(&db)?;
+        let alice = ParticipantName::parse("alice").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let text: String = "lorem ipsum dolor sit amet "
+            .chars()
+            .cycle()
+            .take(message_chars)
+            .collect();
+        const BATCH: usize = 1_000;
+        let mut seq = 0u64;
+        while (seq as usize) < messages {
+            let mut effects = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH.min(messages - seq as usize) {
+                seq += 1;
+                effects.push(Effect::InsertMessage(Arc::new(Message {
+                    seq,
+                    id: format!("{id}-{seq}"),
+                    from: alice.clone(),
+                    text: text.clone(),
+                    sent_at: hark_core::time::Millis(1_700_000_000_000 + seq),
+                    client_id: Some(format!("c{seq}")),
+                    attachment: None,
+                })));
+            }
+            store.commit(&id, effects).await?;
+        }
+    }
+    let write_s = written.elapsed().as_secs_f64();
+    let db_mib = std::fs::metadata(&db)?.len() as f64 / (1024.0 * 1024.0);
+
+    let (base, server) = start_server(binary, dir, "", None).await?;
+    let pid = server.child.id();
+    let before_kib = pid.and_then(resident_kib);
+    let started = Instant::now();
+    let described: Value = checked(
+        client
+            .get(format!("{base}/v1/conversations/{id}"))
+            .send()
+            .await?,
+    )
+    .await?
+    .json()
+    .await?;
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if described["last_seq"].as_u64() != Some(messages as u64) {
+        bail!(
+            "the server sees {} messages, not {messages}",
+            described["last_seq"]
+        );
+    }
+    let loaded_kib = pid.and_then(resident_kib);
+    // Bob has read nothing: his first result starts at the very beginning of the log.
+    let started = Instant::now();
+    let envelope: Value = checked(
+        client
+            .post(format!("{base}/v1/conversations/{id}/check"))
+            .bearer_auth(&bob)
+            .json(&json!({"timeout_ms": 0}))
+            .send()
+            .await?,
+    )
+    .await?
+    .json()
+    .await?;
+    let behind_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let first_seq = envelope["incoming"][0]["seq"].as_u64();
+    let checked_kib = pid.and_then(resident_kib);
+    drop(server);
+    let mib_of = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
+    let figures = json!({
+        "messages": messages,
+        "message_chars": message_chars,
+        "database_mib": db_mib,
+        "write_s": write_s,
+        "load_ms": load_ms,
+        "far_behind_check_ms": behind_ms,
+        "far_behind_first_seq": first_seq,
+        "server_rss_mib_before": mib_of(before_kib),
+        "server_rss_mib_loaded": mib_of(loaded_kib),
+        "server_rss_mib_after_check": mib_of(checked_kib),
+    });
+    if json_out {
+        println!("{figures}");
+    } else {
+        println!(
+            "hark bench --big-mib {mib}: one conversation of {messages} messages \
+             ({db_mib:.0} MiB database, written in {write_s:.1} s)"
+        );
+        println!(
+            "  first request (loads it)      {load_ms:.0} ms; a participant who read nothing \
+             checks in {behind_ms:.1} ms"
+        );
+        if let (Some(b), Some(l), Some(c)) =
+            (mib_of(before_kib), mib_of(loaded_kib), mib_of(checked_kib))
+        {
+            println!(
+                "  server resident memory        {b:.1} MiB before, {l:.1} MiB loaded, \
+                 {c:.1} MiB after that check"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts `hark serve` (`binary`) on `db` (default a SQLite file in `dir`) and a free port,
+/// with the rate limit off and `extra` appended to its config.
+async fn start_server(
+    binary: &std::path::Path,
+    dir: tempfile::TempDir,
+    extra: &str,
+    db: Option<&str>,
+) -> anyhow::Result<(String, ChildServer)> {
     let config = dir.path().join("bench.toml");
-    std::fs::write(&config, "[server]\nrate_limit_per_s = 0\n")?;
+    std::fs::write(&config, format!("[server]\nrate_limit_per_s = 0\n{extra}"))?;
     let db: PathBuf = db.map_or_else(|| dir.path().join("bench.db"), PathBuf::from);
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+    let mut child = tokio::process::Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .arg("--db")
@@ -793,6 +966,16 @@ async fn start_server(db: Option<&str>) -> anyhow::Result<(String, ChildServer)>
     }
     let status = child.wait().await?;
     bail!("hark serve exited before listening: {status}")
+}
+
+impl ChildServer {
+    /// Stops the server and waits for it to exit; the database directory stays.
+    async fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        let dir = tempfile::tempdir()?;
+        Ok(std::mem::replace(&mut self._dir, dir))
+    }
 }
 
 impl Drop for ChildServer {

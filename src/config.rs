@@ -20,6 +20,7 @@
 //! max_check_ms = 60000
 //! typing_timeout_ms = 8000    # also the built-in agents' turn engine's lease length
 //! max_client_id_chars = 128
+//! log_window_messages = 1000  # a loaded conversation's newest messages kept in memory
 //! max_connections = 4096      # lowered to what the descriptor limit allows
 //! idle_timeout_ms = 60000     # an HTTP/2 connection without a request in flight
 //! shutdown_drain_ms = 10000   # SIGTERM: time to finish, then what is left is closed
@@ -89,6 +90,9 @@ pub struct LimitsSection {
     pub max_check_ms: Option<u64>,
     pub typing_timeout_ms: Option<u64>,
     pub max_client_id_chars: Option<usize>,
+    /// Messages of a loaded conversation's log kept in memory; older ones are read from the
+    /// store when needed.
+    pub log_window_messages: Option<usize>,
     pub max_connections: Option<usize>,
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_drain_ms: Option<u64>,
@@ -370,6 +374,9 @@ impl ConfigFile {
         }
         if let Some(v) = l.max_client_id_chars {
             limits.max_client_id_chars = v.max(1);
+        }
+        if let Some(v) = l.log_window_messages {
+            limits.log_window_messages = v.max(1);
         }
         limits
     }

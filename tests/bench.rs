@@ -31,3 +31,37 @@ fn soak_touches_every_conversation_and_reports_memory() {
         assert!(figures[key].as_f64().is_some_and(|mib| mib > 0.0), "{key}");
     }
 }
+
+#[test]
+fn big_mib_loads_a_long_conversation_and_a_reader_far_behind_starts_at_one() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args([
+            "bench",
+            "--big-mib",
+            "2",
+            "--message-chars",
+            "500",
+            "--json",
+        ])
+        .env_remove("HARK_ADMIN_TOKEN")
+        .output()
+        .expect("hark bench runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    // 2 MiB of 500-character messages: more than the default window of 1,000.
+    assert_eq!(figures["messages"], 4_195);
+    assert_eq!(figures["far_behind_first_seq"], 1);
+    for key in [
+        "load_ms",
+        "far_behind_check_ms",
+        "server_rss_mib_loaded",
+        "database_mib",
+    ] {
+        assert!(figures[key].as_f64().is_some_and(|v| v > 0.0), "{key}");
+    }
+}

@@ -468,7 +468,7 @@ fn race() -> impl Strategy<Value = Race> {
         2 => Just(Fate::Later),
     ];
     prop_oneof![
-        3 => (0..3usize, 0..5u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
+        3 => (0..3usize, 0..6u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
         1 => (0..8usize, any::<bool>()).prop_map(|(index, delivered)| Race::Settle { index, delivered }),
     ]
 }
@@ -477,16 +477,20 @@ fn race() -> impl Strategy<Value = Race> {
 struct Clients {
     names: [ParticipantName; 3],
     conversation: Conversation,
+    /// The whole log, as a store would hold it (the conversation keeps only its window).
+    store: Vec<Arc<Message>>,
     received: [Vec<u64>; 3],
     in_flight: Vec<(RequestId, usize, Vec<u64>)>,
     next: u64,
 }
 
 impl Clients {
-    fn new() -> Self {
+    /// `window`: messages the conversation keeps in memory.
+    fn new(window: usize) -> Self {
         let names = NAMES.map(|n| ParticipantName::parse(n).unwrap());
         let limits = Limits {
             max_incoming: 2,
+            log_window_messages: window,
             ..Limits::default()
         };
         let mut conversation = Conversation::new("r", limits);
@@ -496,6 +500,7 @@ impl Clients {
         Clients {
             names,
             conversation,
+            store: Vec::new(),
             received: Default::default(),
             in_flight: Vec::new(),
             next: 0,
@@ -510,6 +515,27 @@ impl Clients {
             action,
             Action::Push { force: true, .. } | Action::Send { .. }
         );
+        let client_id = match &action {
+            Action::Send { client_id, .. } => client_id.clone(),
+            _ => None,
+        };
+        let stored_before = self.store.len() as u64;
+        // What a driver does: read what the request needs from before the window.
+        let recall = self.conversation.recall_for(&self.names[who], &action);
+        let mut recalled = Vec::new();
+        for (after, limit) in recall.runs {
+            prop_assert!(after + limit as u64 <= self.conversation.window_base());
+            recalled.extend(self.store.iter().skip(after as usize).take(limit));
+        }
+        if let Some(wanted) = recall.client_id {
+            recalled.extend(
+                self.store
+                    .iter()
+                    .find(|m| m.from == self.names[who] && m.client_id.as_ref() == Some(&wanted)),
+            );
+        }
+        self.conversation
+            .handle_recalled(recalled.into_iter().map(|m| (**m).clone()).collect());
         self.conversation.handle_request(
             now,
             request,
@@ -517,7 +543,17 @@ impl Clients {
             action,
             Confirm::Transport,
         );
+        let mut outputs = Vec::new();
         while let Some(output) = self.conversation.poll_output() {
+            if let Output::Persist(Effect::InsertMessage(message)) = &output {
+                prop_assert_eq!(message.seq, self.store.len() as u64 + 1);
+                self.store.push(Arc::clone(message));
+            }
+            outputs.push(output);
+        }
+        // Committed at once.
+        self.conversation.handle_committed();
+        for output in outputs {
             let Output::Reply {
                 request: r,
                 reply: Ok(envelope),
@@ -527,6 +563,17 @@ impl Clients {
                 continue;
             };
             prop_assert_eq!(r, request);
+            if let (Some(client_id), ActionResult::Sent { message, duplicate }) =
+                (&client_id, &envelope.result)
+            {
+                // Idempotent also for a key older than the window: the original, or new.
+                let original = self
+                    .store
+                    .iter()
+                    .find(|m| m.from == self.names[who] && m.client_id.as_ref() == Some(client_id));
+                prop_assert_eq!(original.map(|m| m.seq), Some(message.seq));
+                prop_assert_eq!(*duplicate, message.seq <= stored_before);
+            }
             let seqs: Vec<u64> = envelope.incoming.iter().map(|m| m.seq).collect();
             if matches!(envelope.result, ActionResult::Held { .. }) {
                 // A hold shows what it waits for, also messages of results still in flight.
@@ -539,8 +586,7 @@ impl Clients {
                 && !forced
             {
                 // The gate: nothing from someone else before the new message is unreceived.
-                let log = self.conversation.messages_after(0, usize::MAX);
-                for m in &log[..message.seq as usize - 1] {
+                for m in &self.store[..message.seq as usize - 1] {
                     prop_assert!(
                         m.from == self.names[who] || self.received[who].contains(&m.seq),
                         "{} pushed past message {} it never received",
@@ -582,9 +628,8 @@ impl Clients {
 
     /// No read receipt passes a message from someone else that its participant never received.
     fn check_receipts(&self) -> Result<(), TestCaseError> {
-        let log = self.conversation.messages_after(0, usize::MAX);
         for (p, receipt) in self.conversation.receipts().iter().enumerate() {
-            for m in &log[..receipt.read_up_to as usize] {
+            for m in &self.store[..receipt.read_up_to as usize] {
                 prop_assert!(
                     m.from == self.names[p] || self.received[p].contains(&m.seq),
                     "{} has a receipt past message {} it never received",
@@ -606,15 +651,45 @@ proptest! {
     /// lost (once every result arrives, every message has reached everyone).
     #[test]
     fn hand_over_holds_when_results_are_lost_or_late(races in proptest::collection::vec(race(), 1..80)) {
-        let mut c = Clients::new();
+        races_hold(races, Limits::default().log_window_messages)?;
+    }
+
+    /// The same with a log window of one to three messages: a participant far behind the window
+    /// gets everything through what the driver recalls from the store, and an old client id is
+    /// still a duplicate.
+    #[test]
+    fn hand_over_holds_with_a_small_log_window(
+        races in proptest::collection::vec(race(), 1..80),
+        window in 1..4usize,
+    ) {
+        races_hold(races, window)?;
+    }
+}
+
+fn races_hold(races: Vec<Race>, window: usize) -> Result<(), TestCaseError> {
+    {
+        let mut c = Clients::new(window);
         for step in races {
             match step {
                 Race::Act { who, op, fate } => {
                     let action = match op {
                         0 => Action::Append { text: "x".into() },
                         1 => Action::Preview,
-                        2 => Action::Push { force: false, client_id: None },
-                        3 => Action::Send { text: format!("m{}", c.next), client_id: None, attachment: None },
+                        2 => Action::Push {
+                            force: false,
+                            client_id: None,
+                        },
+                        3 => Action::Send {
+                            text: format!("m{}", c.next),
+                            client_id: None,
+                            attachment: None,
+                        },
+                        // Keys repeat: a retried send, maybe of a message long out of the window.
+                        4 => Action::Send {
+                            text: format!("m{}", c.next),
+                            client_id: Some(format!("k{}", c.next % 5)),
+                            attachment: None,
+                        },
                         _ => {
                             // A client that reads from the event stream has received what it
                             // says it read.
@@ -638,13 +713,16 @@ proptest! {
             for _ in 0..=c.conversation.last_seq() {
                 c.act(who, Action::Preview, Fate::Delivered)?;
             }
-            for m in c.conversation.messages_after(0, usize::MAX) {
+            for m in &c.store {
                 prop_assert!(
                     m.from == c.names[who] || c.received[who].contains(&m.seq),
-                    "message {} never reached {}", m.seq, c.names[who]
+                    "message {} never reached {}",
+                    m.seq,
+                    c.names[who]
                 );
             }
         }
         c.check_receipts()?;
     }
+    Ok(())
 }

@@ -212,15 +212,70 @@ impl hyper::service::Service<hyper::Request<Incoming>> for PeerService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(self.peer);
+        detach(&mut parts);
+        let request = hyper::Request::from_parts(parts, Body::new(Detached(body)));
         let busy = Busy::new(&self.activity);
         // A `Router` is always ready: no `poll_ready` needed.
-        let response = self.router.clone().call(request.map(Body::new));
+        let response = self.router.clone().call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| Body::new(WhileBusy { body, _busy: busy })))
         })
+    }
+}
+
+/// Gives the request head its own memory. hyper's HTTP/1.1 parser hands out the target and the
+/// header values as views into the connection's 8 KiB read buffer; a handler that keeps any of
+/// them while it waits (a `check` holds its headers up to a minute) keeps that buffer, and
+/// hyper, which reads on to notice the peer going away, then takes a second one. A few small
+/// copies per request are cheaper than 8 KiB per waiting connection.
+fn detach(parts: &mut axum::http::request::Parts) {
+    if let Some(target) = parts.uri.path_and_query()
+        && let Ok(copy) =
+            axum::http::Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_str().as_bytes()))
+    {
+        // Origin-form (`/path?query`), as HTTP/1.1 requests are; anything else keeps its view.
+        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            parts.uri = copy;
+        }
+    }
+    for value in parts.headers.values_mut() {
+        let Ok(mut copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) else {
+            continue;
+        };
+        copy.set_sensitive(value.is_sensitive());
+        *value = copy;
+    }
+}
+
+/// A request body whose data frames are copies: like the head (see [`detach`]), a frame is
+/// otherwise a view into hyper's read buffer, and a handler keeps its body while it waits.
+struct Detached(Incoming);
+
+impl http_body::Body for Detached {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| frame.map_data(|data| Bytes::copy_from_slice(&data)))
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
     }
 }
 
@@ -316,6 +371,16 @@ impl AsyncRead for Rewound {
             let n = self.head.len().min(buf.remaining());
             buf.put_slice(&self.head[..n]);
             self.head.drain(..n);
+            if self.head.is_empty() {
+                self.head = Vec::new();
+                // Read on in the same call. hyper reserves another 8 KiB whenever less than
+                // that is free, and a first read that brought only these two bytes would have it
+                // double its 8 KiB read buffer for the rest of the request, for the connection's
+                // life. What is there now comes with them; if nothing is, hyper reads again.
+                if buf.remaining() > 0 {
+                    let _ = Pin::new(&mut self.stream).poll_read(cx, buf);
+                }
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)

@@ -14,7 +14,9 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use hark_core::protocol::{Effect, Message, ParticipantKind, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{
+    Effect, LogPrefix, Message, ParticipantKind, ParticipantName, ParticipantRecord,
+};
 use hark_core::time::Millis;
 use hark_core::turn::PersonRhythm;
 
@@ -42,6 +44,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Everything needed to rebuild a conversation's state machine, or `None` if it is unknown.
     async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError>;
+
+    /// Like [`Store::load_conversation`], but with only the newest `window` messages (at most)
+    /// and what the state machine must know of the older ones. The default reads the whole log
+    /// and cuts it; a store that can read only the end overrides it.
+    async fn load_conversation_window(
+        &self,
+        id: &str,
+        window: usize,
+    ) -> Result<Option<(StoredConversation, LogPrefix)>, StoreError> {
+        let Some(mut stored) = self.load_conversation(id).await? else {
+            return Ok(None);
+        };
+        let cut = stored.messages.len().saturating_sub(window);
+        let prefix = LogPrefix::of(&stored.messages[..cut]);
+        stored.messages.drain(..cut);
+        Ok(Some((stored, prefix)))
+    }
+
+    /// The message `sender` sent with `client_id` in this conversation, if any. The default
+    /// reads the log page by page; a store with an index on client ids overrides it.
+    async fn message_by_client_id(
+        &self,
+        conversation: &str,
+        sender: &ParticipantName,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        const PAGE: usize = 1_000;
+        let mut after = 0;
+        loop {
+            let page = self.messages_after(conversation, after, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            after = last.seq;
+            let full = page.len() == PAGE;
+            if let Some(found) = page
+                .into_iter()
+                .find(|m| &m.from == sender && m.client_id.as_deref() == Some(client_id))
+            {
+                return Ok(Some(found));
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
+    }
 
     /// Whether the store knows this conversation (cheaper than loading it).
     async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError>;
@@ -180,7 +228,7 @@ pub struct StoredConversation {
     pub created_at: Millis,
     /// Its participants in the order they joined, with cursor and draft.
     pub participants: Vec<StoredParticipant>,
-    /// The whole log, in `seq` order.
+    /// The whole log in `seq` order (from [`Store::load_conversation_window`]: its end only).
     pub messages: Vec<Message>,
 }
 

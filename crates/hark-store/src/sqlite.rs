@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{
+    AttachmentRef, Effect, LogPrefix, Message, ParticipantName, ParticipantRecord,
+};
 use hark_core::time::Millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -207,7 +209,54 @@ impl Store for SqliteStore {
 
     async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError> {
         let id = id.to_owned();
-        self.read(move |c| load_conversation(c, &id)).await
+        self.read(move |c| Ok(load_conversation(c, &id, None)?.map(|(stored, _)| stored)))
+            .await
+    }
+
+    /// Reads only the newest `window` messages: a long conversation loads in the time and
+    /// memory of its window.
+    async fn load_conversation_window(
+        &self,
+        id: &str,
+        window: usize,
+    ) -> Result<Option<(StoredConversation, LogPrefix)>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| load_conversation(c, &id, Some(window)))
+            .await
+    }
+
+    async fn message_by_client_id(
+        &self,
+        conversation: &str,
+        sender: &ParticipantName,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let (conversation, sender, client_id) = (
+            conversation.to_owned(),
+            sender.as_str().to_owned(),
+            client_id.to_owned(),
+        );
+        self.read(move |c| {
+            let seq = c
+                .prepare_cached(
+                    "SELECT seq FROM messages
+                     WHERE conversation_id = ?1 AND sender = ?2 AND client_id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![conversation, sender, client_id], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            Ok(messages_after(c, &conversation, seq as u64 - 1, 1)?
+                .into_iter()
+                .next())
+        })
+        .await
     }
 
     async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -635,7 +684,12 @@ fn apply_effect(tx: &Connection, conversation: &str, effect: &Effect) -> Result<
     result.map(drop).map_err(unavailable)
 }
 
-fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversation>, StoreError> {
+/// A conversation with its whole log (`window: None`) or only its newest `window` messages.
+fn load_conversation(
+    c: &Connection,
+    id: &str,
+    window: Option<usize>,
+) -> Result<Option<(StoredConversation, LogPrefix)>, StoreError> {
     let head = c
         .query_row(
             "SELECT title, created_at_ms FROM conversations WHERE id = ?1",
@@ -688,22 +742,69 @@ fn load_conversation(c: &Connection, id: &str) -> Result<Option<StoredConversati
             display_name,
         });
     }
-    let messages = messages_after(c, id, 0, usize::MAX)?;
+    let prefix = match window {
+        None => LogPrefix::default(),
+        Some(window) => log_prefix(c, id, window)?,
+    };
+    let messages = messages_after(c, id, prefix.seq, usize::MAX)?;
     for (index, message) in messages.iter().enumerate() {
-        if message.seq != index as u64 + 1 {
+        if message.seq != prefix.seq + index as u64 + 1 {
             return Err(StoreError::Corrupt(format!(
                 "conversation {id} has a gap in its log before seq {}",
                 message.seq
             )));
         }
     }
-    Ok(Some(StoredConversation {
+    let stored = StoredConversation {
         id: id.to_owned(),
         title,
         created_at: Millis(created_at as u64),
         participants,
         messages,
-    }))
+    };
+    Ok(Some((stored, prefix)))
+}
+
+/// What lies before a conversation's newest `window` messages.
+fn log_prefix(c: &Connection, id: &str, window: usize) -> Result<LogPrefix, StoreError> {
+    let last: i64 = c
+        .prepare_cached(
+            "SELECT seq FROM messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(unavailable)?
+        .unwrap_or(0);
+    let seq = (last as u64).saturating_sub(window as u64);
+    if seq == 0 {
+        return Ok(LogPrefix::default());
+    }
+    let from: String = c
+        .prepare_cached("SELECT sender FROM messages WHERE conversation_id = ?1 AND seq = ?2")
+        .and_then(|mut s| s.query_row(params![id, seq as i64], |r| r.get(0)))
+        .optional()
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "conversation {id} has a gap in its log at seq {seq}"
+            ))
+        })?;
+    // Read backwards along the primary key: it stops at the first message of someone else.
+    let last_other: i64 = c
+        .prepare_cached(
+            "SELECT seq FROM messages WHERE conversation_id = ?1 AND seq < ?2 AND sender <> ?3
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id, seq as i64, from], |r| r.get(0))
+                .optional()
+        })
+        .map_err(unavailable)?
+        .unwrap_or(0);
+    Ok(LogPrefix {
+        seq,
+        last_from: Some(parse_name(&from)?),
+        last_other_seq: last_other as u64,
+    })
 }
 
 fn messages_after(

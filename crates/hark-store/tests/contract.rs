@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantKind, ParticipantName};
+use hark_core::protocol::{
+    AttachmentRef, Effect, LogPrefix, Message, ParticipantKind, ParticipantName,
+};
 use hark_core::time::Millis;
 use hark_core::turn::PersonRhythm;
 use hark_store::{
@@ -126,6 +128,7 @@ contract!(
     damaged_rows_are_an_error_not_a_panic,
     attachments_are_durable_and_belong_to_their_conversation,
     display_names_round_trip_in_any_script,
+    a_window_load_reads_the_end_and_summarises_the_rest,
 );
 
 fn name(raw: &str) -> ParticipantName {
@@ -724,4 +727,75 @@ async fn postgres_ownership_moves_after_the_lease_and_fences_the_old_owner() {
     x.leave().await.unwrap();
     assert!(matches!(y.acquire("c").await.unwrap(), Owner::Me { .. }));
     backend.finish().await;
+}
+
+/// `load_conversation_window` gives the newest messages and the prefix the state machine needs;
+/// `message_by_client_id` finds a message however old.
+async fn a_window_load_reads_the_end_and_summarises_the_rest(backend: &Backend) {
+    let store = backend.open().await;
+    create(
+        &*store,
+        "c",
+        vec![participant("alice", 1), participant("bob", 2)],
+    )
+    .await;
+    // bob, then alice four times, then bob, alice.
+    let authors = ["bob", "alice", "alice", "alice", "alice", "bob", "alice"];
+    let effects = authors
+        .iter()
+        .enumerate()
+        .map(|(i, from)| {
+            let seq = i as u64 + 1;
+            let key = format!("k{seq}");
+            Effect::InsertMessage(message(seq, from, "t", Some(&key)))
+        })
+        .collect();
+    store.commit("c", effects).await.unwrap();
+
+    let (stored, prefix) = store
+        .load_conversation_window("c", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let seqs: Vec<u64> = stored.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![6, 7]);
+    assert_eq!(
+        prefix,
+        LogPrefix {
+            seq: 5,
+            last_from: Some(name("alice")),
+            last_other_seq: 1,
+        }
+    );
+    assert_eq!(stored.participants.len(), 2);
+    // A window as long as the log: no prefix.
+    let (whole, prefix) = store
+        .load_conversation_window("c", 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(whole.messages.len(), 7);
+    assert_eq!(prefix, LogPrefix::default());
+    assert!(
+        store
+            .load_conversation_window("nope", 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let found = store
+        .message_by_client_id("c", &name("bob"), "k1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.seq, found.from.as_str()), (1, "bob"));
+    // Keys are per sender.
+    assert!(
+        store
+            .message_by_client_id("c", &name("alice"), "k1")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

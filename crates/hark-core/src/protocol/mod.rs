@@ -26,12 +26,16 @@
 
 mod draft;
 mod types;
+mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 pub use draft::{Draft, cut_to_chars, notice_excerpt};
 pub use types::*;
+pub use window::{LogPrefix, Recall};
+
+use window::Log;
 
 use crate::time::Millis;
 
@@ -52,6 +56,9 @@ pub struct Limits {
     pub typing_timeout_ms: u64,
     /// Longest accepted `client_id`.
     pub max_client_id_chars: usize,
+    /// Messages of the log kept in memory (the newest; more until a batch is committed). Older
+    /// ones are read from the store when a request needs them (see the `window` module).
+    pub log_window_messages: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +71,7 @@ impl Default for Limits {
             max_check_ms: 60_000,
             typing_timeout_ms: 8_000,
             max_client_id_chars: 128,
+            log_window_messages: 1_000,
         }
     }
 }
@@ -91,9 +99,9 @@ pub struct Conversation {
     id: String,
     limits: Limits,
     participants: Vec<Participant>,
-    /// The whole log; `log[i].seq == i + 1`.
-    log: Vec<Arc<Message>>,
-    /// `(author index, client_id)` → seq, for idempotent push.
+    /// The log's recent window, and what the machine knows of the rest.
+    log: Log,
+    /// `(author index, client_id)` → seq for the window's messages, for idempotent push.
     client_ids: HashMap<(usize, String), u64>,
     waiters: Vec<Waiter>,
     outputs: VecDeque<Output>,
@@ -152,9 +160,9 @@ impl Conversation {
     pub fn new(id: impl Into<String>, limits: Limits) -> Self {
         Conversation {
             id: id.into(),
+            log: Log::new(limits.log_window_messages),
             limits,
             participants: Vec::new(),
-            log: Vec::new(),
             client_ids: HashMap::new(),
             waiters: Vec::new(),
             outputs: VecDeque::new(),
@@ -164,14 +172,27 @@ impl Conversation {
     }
 
     /// Rebuilds a conversation from what the store holds. `messages` must be the whole log in
-    /// `seq` order, starting at 1.
+    /// `seq` order, starting at 1; only the window is kept.
     pub fn restore(
         id: impl Into<String>,
         limits: Limits,
         participants: Vec<ParticipantRecord>,
         messages: Vec<Message>,
     ) -> Self {
+        Conversation::restore_window(id, limits, participants, LogPrefix::default(), messages)
+    }
+
+    /// Rebuilds a conversation from the end of its log: `messages` must follow `prefix` in `seq`
+    /// order without a gap (the store reads only the newest ones; see `LogPrefix::of`).
+    pub fn restore_window(
+        id: impl Into<String>,
+        limits: Limits,
+        participants: Vec<ParticipantRecord>,
+        prefix: LogPrefix,
+        messages: Vec<Message>,
+    ) -> Self {
         let mut conversation = Conversation::new(id, limits);
+        conversation.log = Log::after(prefix, conversation.limits.log_window_messages);
         for record in participants {
             let index = conversation.add_participant(record.name, record.kind);
             let participant = &mut conversation.participants[index];
@@ -183,7 +204,7 @@ impl Conversation {
             participant.composing_reported = !participant.draft.is_empty();
         }
         for message in messages {
-            debug_assert_eq!(message.seq, conversation.log.len() as u64 + 1);
+            debug_assert_eq!(message.seq, conversation.log.last_seq() + 1);
             if let (Some(client_id), Some(author)) =
                 (&message.client_id, conversation.index_of(&message.from))
             {
@@ -193,6 +214,8 @@ impl Conversation {
             }
             conversation.log.push(Arc::new(message));
         }
+        // Everything restored is in the store: the window may shrink to its size at once.
+        conversation.handle_committed();
         // A cursor past the end of the log (a store edited by hand, a lost tail) would index
         // beyond it: nobody can have read what does not exist.
         let last = conversation.last_seq();
@@ -215,14 +238,87 @@ impl Conversation {
 
     /// The `seq` of the newest message, 0 when there is none.
     pub fn last_seq(&self) -> u64 {
-        self.log.len() as u64
+        self.log.last_seq()
     }
 
-    /// Messages with `seq > after`, oldest first, at most `limit`.
-    pub fn messages_after(&self, after: u64, limit: usize) -> &[Arc<Message>] {
-        let start = (after as usize).min(self.log.len());
-        let end = start.saturating_add(limit).min(self.log.len());
-        &self.log[start..end]
+    /// The seq of the newest message no longer held in memory (0 when the whole log is).
+    pub fn window_base(&self) -> u64 {
+        self.log.base()
+    }
+
+    /// Messages held in memory (the window) with `seq > after`, oldest first, at most `limit`.
+    pub fn messages_after(&self, after: u64, limit: usize) -> Vec<Arc<Message>> {
+        self.log.window_after(after).take(limit).cloned().collect()
+    }
+
+    /// What `who`'s next request (`action`) may need from before the window: the driver reads
+    /// it from the store and gives it with [`Conversation::handle_recalled`] before
+    /// [`Conversation::handle_request`]. Empty for a participant that kept up.
+    ///
+    /// A result starts at the participant's `handed` position, or, after a rollback inside the
+    /// request (a held push, a client's report of a lost result, too many unconfirmed results),
+    /// at one of its unconfirmed results' starting points; from each such start it needs at most
+    /// `max_incoming` messages of others and one more. A run of its own messages longer than that
+    /// ends the result early with `more_incoming`, so every result still moves forward.
+    pub fn recall_for(&self, who: &ParticipantName, action: &Action) -> Recall {
+        let mut recall = Recall::default();
+        let Some(me) = self.index_of(who) else {
+            return recall;
+        };
+        let participant = &self.participants[me];
+        let base = self.log.base();
+        let mut starts: Vec<u64> = participant
+            .pending
+            .iter()
+            .map(|h| h.before.max(participant.cursor))
+            .chain([participant.handed])
+            .filter(|&start| start < base && self.log.prefix().others_after(who, start))
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let span = self.limits.max_incoming as u64 + 1;
+        for start in starts {
+            let end = start.saturating_add(span).min(base);
+            match recall.runs.last_mut() {
+                // Overlapping or adjacent runs become one.
+                Some((after, limit)) if *after + *limit as u64 >= start => {
+                    *limit = (end.max(*after + *limit as u64) - *after) as usize;
+                }
+                _ => recall.runs.push((start, (end - start) as usize)),
+            }
+        }
+        let client_id = match action {
+            Action::Push { client_id, .. } | Action::Send { client_id, .. } => client_id.as_ref(),
+            _ => None,
+        };
+        if let Some(client_id) = client_id
+            && base > 0
+            && !self.client_ids.contains_key(&(me, client_id.clone()))
+        {
+            recall.client_id = Some(client_id.clone());
+        }
+        recall
+    }
+
+    /// Messages from before the window that the driver read for [`Conversation::recall_for`]
+    /// (the runs asked for, and the message of the client id if the store had one). They are
+    /// kept until the next request has been handled.
+    pub fn handle_recalled(&mut self, messages: Vec<Message>) {
+        self.log.recall(messages);
+    }
+
+    /// The effects output so far are durable: messages beyond the window's size may leave it.
+    pub fn handle_committed(&mut self) {
+        for message in self.log.trim() {
+            if let (Some(client_id), Some(author)) =
+                (&message.client_id, self.index_of(&message.from))
+            {
+                let key = (author, client_id.clone());
+                if self.client_ids.get(&key) == Some(&message.seq) {
+                    self.client_ids.remove(&key);
+                }
+            }
+        }
     }
 
     /// Adds a participant (the caller has checked the name is free) and returns its index.
@@ -297,6 +393,18 @@ impl Conversation {
     /// says how the client confirms the results it receives; with [`Confirm::Client`] the report
     /// it carries is applied first, so a push is gated on what the client really received.
     pub fn handle_request(
+        &mut self,
+        now: Millis,
+        request: RequestId,
+        who: &ParticipantName,
+        action: Action,
+        confirm: Confirm,
+    ) {
+        self.request(now, request, who, action, confirm);
+        self.log.forget_recalled();
+    }
+
+    fn request(
         &mut self,
         now: Millis,
         request: RequestId,
@@ -676,13 +784,20 @@ impl Conversation {
             return;
         };
         let mut handed = first.before.max(participant.cursor);
-        // The participant's own messages right after it were never news to it.
-        while self
-            .log
-            .get(handed as usize)
-            .is_some_and(|m| m.from == participant.name)
-        {
-            handed += 1;
+        // The participant's own messages right after it were never news to it. Before the
+        // window, unless recalled, only the prefix can tell: all its own up to the window, or
+        // not (then the skip stops here, which only delays the receipt).
+        loop {
+            match self.log.get(handed + 1) {
+                Some(m) if m.from == participant.name => handed += 1,
+                Some(_) => break,
+                None if handed < self.log.base()
+                    && !self.log.prefix().others_after(&participant.name, handed) =>
+                {
+                    handed = self.log.base();
+                }
+                None => break,
+            }
         }
         participant.handed = handed;
         participant.receipts_told = first.receipts_before.clone();
@@ -734,11 +849,14 @@ impl Conversation {
                 max_chars: self.limits.max_client_id_chars,
             });
         }
-        let Some(&seq) = self.client_ids.get(&(me, client_id.to_owned())) else {
-            return Ok(None);
+        let name = &self.participants[me].name;
+        let original = match self.client_ids.get(&(me, client_id.to_owned())) {
+            Some(&seq) => self.log.get(seq),
+            // Older than the window: the driver recalled it, if the store has it.
+            None => self.log.recalled_client_id(name, client_id),
         };
-        Ok(Some(ActionResult::Sent {
-            message: Arc::clone(&self.log[seq as usize - 1]),
+        Ok(original.map(|message| ActionResult::Sent {
+            message: Arc::clone(message),
             duplicate: true,
         }))
     }
@@ -789,8 +907,7 @@ impl Conversation {
     }
 
     fn others_after(&self, me: usize, seq: u64) -> bool {
-        let name = &self.participants[me].name;
-        self.log[seq as usize..].iter().any(|m| &m.from != name)
+        self.log.others_after(&self.participants[me].name, seq)
     }
 
     fn set_cursor(&mut self, me: usize, cursor: u64) {
@@ -829,7 +946,18 @@ impl Conversation {
         let mut incoming = Vec::new();
         let mut more_incoming = false;
         let mut last = before;
-        for message in &self.log[before as usize..] {
+        while last < self.log.last_seq() {
+            let Some(message) = self.log.get(last + 1) else {
+                // Before the window and not recalled: skipped if it holds only the participant's
+                // own messages; otherwise this result ends here and says more is waiting (the
+                // driver recalls from here for the next request).
+                if self.log.prefix().others_after(&participant.name, last) {
+                    more_incoming = true;
+                    break;
+                }
+                last = self.log.base();
+                continue;
+            };
             if message.from == participant.name {
                 last = message.seq;
                 continue;

@@ -43,8 +43,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use hark_core::protocol::{
-    Action, ActionError, Confirm, Conversation, Envelope, Event, Limits, Output, ParticipantKind,
-    ParticipantName, Receipt, RequestId,
+    Action, ActionError, Confirm, Conversation, Envelope, Event, Limits, LogPrefix, Message,
+    Output, ParticipantKind, ParticipantName, Recall, Receipt, RequestId,
 };
 use hark_store::{Cluster, NewParticipant, Owner, Store, StoreError, StoredConversation};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -379,8 +379,9 @@ impl Loader {
                 Err(error) => return Err(error),
             },
         };
-        let stored = match self.store.load_conversation(&id).await {
-            Ok(Some(stored)) => stored,
+        let window = self.limits.log_window_messages;
+        let (stored, prefix) = match self.store.load_conversation_window(&id, window).await {
+            Ok(Some(loaded)) => loaded,
             other => {
                 if let (Some(cluster), Some(ticket)) = (&self.cluster, ticket) {
                     let _ = cluster.release(&id, ticket).await;
@@ -389,7 +390,7 @@ impl Loader {
             }
         };
         let has_agents = stored.participants.iter().any(|p| p.agent.is_some());
-        let handle = self.start(stored, ticket, acquired_at);
+        let handle = self.start(stored, prefix, ticket, acquired_at);
         if has_agents && let Some(adopt) = &self.adopt {
             let _ = adopt.send(id);
         }
@@ -399,6 +400,7 @@ impl Loader {
     fn start(
         &self,
         stored: StoredConversation,
+        prefix: LogPrefix,
         ticket: Option<i64>,
         acquired_at: tokio::time::Instant,
     ) -> Handle {
@@ -415,7 +417,9 @@ impl Loader {
                 (p.record.name.clone(), seat)
             })
             .collect();
-        let conversation = restore(&stored, &self.limits);
+        let clock = conversation_clock(&self.clock, &stored);
+        let title = stored.title.clone();
+        let conversation = restore(stored, prefix, &self.limits);
         let number = self.next_task.fetch_add(1, Ordering::Relaxed);
         let evicted = CancellationToken::new();
         let task = Task {
@@ -423,8 +427,8 @@ impl Loader {
             evicted: evicted.clone(),
             id: Arc::clone(&id),
             number,
-            clock: conversation_clock(&self.clock, &stored),
-            title: stored.title.clone(),
+            clock,
+            title,
             conversation,
             agents,
             store: Arc::clone(&self.store),
@@ -460,16 +464,14 @@ fn conversation_clock(clock: &Clock, stored: &StoredConversation) -> Clock {
     }
 }
 
-fn restore(stored: &StoredConversation, limits: &Limits) -> Conversation {
-    Conversation::restore(
-        stored.id.clone(),
+/// The state machine of a conversation read with `Store::load_conversation_window`.
+fn restore(stored: StoredConversation, prefix: LogPrefix, limits: &Limits) -> Conversation {
+    Conversation::restore_window(
+        stored.id,
         limits.clone(),
-        stored
-            .participants
-            .iter()
-            .map(|p| p.record.clone())
-            .collect(),
-        stored.messages.clone(),
+        stored.participants.into_iter().map(|p| p.record).collect(),
+        prefix,
+        stored.messages,
     )
 }
 
@@ -612,6 +614,19 @@ impl Task {
                 confirm,
                 reply,
             } => {
+                // A participant that was away, or an old client id, may need messages from
+                // before the window: read them first (they are all committed).
+                let recall = self.conversation.recall_for(&who, &action);
+                if !recall.is_empty() {
+                    match self.recall(&who, recall).await {
+                        Ok(messages) => self.conversation.handle_recalled(messages),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read older messages from the store");
+                            let _ = reply.send(Err(ActError::Unavailable));
+                            return true;
+                        }
+                    }
+                }
                 self.pending.insert(request, reply);
                 self.conversation
                     .handle_request(self.clock.now(), request, &who, action, confirm);
@@ -667,6 +682,27 @@ impl Task {
                 ok
             }
         }
+    }
+
+    /// Reads what [`Conversation::recall_for`] asked for from the store.
+    async fn recall(
+        &self,
+        who: &ParticipantName,
+        recall: Recall,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut messages = Vec::new();
+        for (after, limit) in recall.runs {
+            messages.extend(self.store.messages_after(&self.id, after, limit).await?);
+        }
+        if let Some(client_id) = recall.client_id
+            && let Some(original) = self
+                .store
+                .message_by_client_id(&self.id, who, &client_id)
+                .await?
+        {
+            messages.push(original);
+        }
+        Ok(messages)
     }
 
     /// Applies one delivery report.
@@ -737,6 +773,8 @@ impl Task {
             tracing::error!(%error, "commit failed; rebuilding the conversation from the store");
             return self.recover(replies).await;
         }
+        // Committed: what is beyond the log window may leave memory.
+        self.conversation.handle_committed();
         if self
             .events
             .as_ref()
@@ -786,9 +824,10 @@ impl Task {
         for (_, sender) in self.pending.drain() {
             let _ = sender.send(Err(ActError::Unavailable));
         }
-        match self.store.load_conversation(&self.id).await {
-            Ok(Some(stored)) => {
-                self.conversation = restore(&stored, &self.limits);
+        let window = self.limits.log_window_messages;
+        match self.store.load_conversation_window(&self.id, window).await {
+            Ok(Some((stored, prefix))) => {
+                self.conversation = restore(stored, prefix, &self.limits);
                 if self.shutdown.is_cancelled() {
                     self.conversation.handle_shutdown(self.clock.now());
                 }
