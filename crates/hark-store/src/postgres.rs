@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use hark_core::protocol::{AttachmentRef, Effect, Message, ParticipantName, ParticipantRecord};
+use hark_core::protocol::{
+    AttachmentRef, Effect, LogPrefix, Message, ParticipantName, ParticipantRecord,
+};
 use hark_core::time::Millis;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -519,81 +521,44 @@ impl Store for PostgresStore {
     }
 
     async fn load_conversation(&self, id: &str) -> Result<Option<StoredConversation>, StoreError> {
-        let mut client = self.client().await?;
-        // One snapshot for the head, the participants, their drafts and the log.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(unavailable)?;
-        let Some(head) = tx
+        Ok(self.load(id, None).await?.map(|(stored, _)| stored))
+    }
+
+    /// Reads only the newest `window` messages: a long conversation loads in the time and
+    /// memory of its window.
+    async fn load_conversation_window(
+        &self,
+        id: &str,
+        window: usize,
+    ) -> Result<Option<(StoredConversation, LogPrefix)>, StoreError> {
+        self.load(id, Some(window)).await
+    }
+
+    async fn message_by_client_id(
+        &self,
+        conversation: &str,
+        sender: &ParticipantName,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let client = self.client().await?;
+        let seq: Option<i64> = client
             .query_opt(
-                "SELECT title, created_at_ms FROM conversations WHERE id = $1",
-                &[&id],
+                "SELECT seq FROM messages
+                 WHERE conversation_id = $1 AND sender = $2 AND client_id = $3",
+                &[&conversation, &sender.as_str(), &client_id],
             )
             .await
             .map_err(unavailable)?
-        else {
+            .map(|row| row.get(0));
+        let Some(seq) = seq else {
             return Ok(None);
         };
-        let title: Option<String> = head.get(0);
-        let created_at: i64 = head.get(1);
-        let segments = tx
-            .query(
-                "SELECT participant, text FROM draft_segments WHERE conversation_id = $1
-                 ORDER BY participant, position",
-                &[&id],
-            )
-            .await
-            .map_err(unavailable)?;
-        let rows = tx
-            .query(
-                "SELECT name, kind, agent, cursor, display_name FROM participants
-                 WHERE conversation_id = $1 ORDER BY position",
-                &[&id],
-            )
-            .await
-            .map_err(unavailable)?;
-        let mut participants = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name: String = row.get(0);
-            let kind: String = row.get(1);
-            let draft_segments = segments
-                .iter()
-                .filter(|s| s.get::<_, &str>(0) == name)
-                .map(|s| s.get::<_, String>(1))
-                .collect();
-            participants.push(StoredParticipant {
-                record: ParticipantRecord {
-                    name: parse_name(&name)?,
-                    kind: parse_kind(&kind)?,
-                    cursor: u64::try_from(row.get::<_, i64>(3))
-                        .map_err(|_| StoreError::Corrupt(format!("negative cursor in {id}")))?,
-                    draft_segments,
-                },
-                agent: row.get(2),
-                display_name: row.get(4),
-            });
-        }
-        let messages = messages_after(&tx, id, 0, usize::MAX).await?;
-        for (index, message) in messages.iter().enumerate() {
-            if message.seq != index as u64 + 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "conversation {id} has a gap in its log before seq {}",
-                    message.seq
-                )));
-            }
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(StoredConversation {
-            id: id.to_owned(),
-            title,
-            created_at: Millis(created_at.max(0) as u64),
-            participants,
-            messages,
-        }))
+        Ok(
+            messages_after(&client, conversation, (seq as u64).saturating_sub(1), 1)
+                .await?
+                .into_iter()
+                .next(),
+        )
     }
 
     async fn conversation_exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -866,6 +831,95 @@ fn lease_ms(node: &NodeIdentity) -> f64 {
 }
 
 impl PostgresStore {
+    /// A conversation with its whole log (`window: None`) or only its newest `window` messages
+    /// and the prefix the state machine needs of the rest, all in one snapshot.
+    async fn load(
+        &self,
+        id: &str,
+        window: Option<usize>,
+    ) -> Result<Option<(StoredConversation, LogPrefix)>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for the head, the participants, their drafts and the log.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(unavailable)?;
+        let Some(head) = tx
+            .query_opt(
+                "SELECT title, created_at_ms FROM conversations WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let title: Option<String> = head.get(0);
+        let created_at: i64 = head.get(1);
+        let segments = tx
+            .query(
+                "SELECT participant, text FROM draft_segments WHERE conversation_id = $1
+                 ORDER BY participant, position",
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?;
+        let rows = tx
+            .query(
+                "SELECT name, kind, agent, cursor, display_name FROM participants
+                 WHERE conversation_id = $1 ORDER BY position",
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut participants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.get(0);
+            let kind: String = row.get(1);
+            let draft_segments = segments
+                .iter()
+                .filter(|s| s.get::<_, &str>(0) == name)
+                .map(|s| s.get::<_, String>(1))
+                .collect();
+            participants.push(StoredParticipant {
+                record: ParticipantRecord {
+                    name: parse_name(&name)?,
+                    kind: parse_kind(&kind)?,
+                    cursor: u64::try_from(row.get::<_, i64>(3))
+                        .map_err(|_| StoreError::Corrupt(format!("negative cursor in {id}")))?,
+                    draft_segments,
+                },
+                agent: row.get(2),
+                display_name: row.get(4),
+            });
+        }
+        let prefix = match window {
+            None => LogPrefix::default(),
+            Some(window) => log_prefix(&tx, id, window).await?,
+        };
+        let messages = messages_after(&tx, id, prefix.seq, usize::MAX).await?;
+        for (index, message) in messages.iter().enumerate() {
+            if message.seq != prefix.seq + index as u64 + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "conversation {id} has a gap in its log before seq {}",
+                    message.seq
+                )));
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        let stored = StoredConversation {
+            id: id.to_owned(),
+            title,
+            created_at: Millis(created_at.max(0) as u64),
+            participants,
+            messages,
+        };
+        Ok(Some((stored, prefix)))
+    }
+
     fn identity(&self) -> Result<&NodeIdentity, StoreError> {
         self.node.as_ref().ok_or_else(|| {
             StoreError::Unavailable("this store was not opened as a node of a cluster".into())
@@ -1021,4 +1075,48 @@ impl Cluster for PostgresStore {
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
+}
+
+/// What lies before a conversation's newest `window` messages.
+async fn log_prefix(
+    client: &impl GenericClient,
+    id: &str,
+    window: usize,
+) -> Result<LogPrefix, StoreError> {
+    let last: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    let seq = (last.max(0) as u64).saturating_sub(window as u64);
+    if seq == 0 {
+        return Ok(LogPrefix::default());
+    }
+    let from: String = client
+        .query_opt(
+            "SELECT sender FROM messages WHERE conversation_id = $1 AND seq = $2",
+            &[&id, &(seq as i64)],
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::Corrupt(format!("conversation {id} has a gap at seq {seq}")))?
+        .get(0);
+    // Backwards along the primary key: it stops at the first message of someone else.
+    let last_other: i64 = client
+        .query_opt(
+            "SELECT seq FROM messages WHERE conversation_id = $1 AND seq < $2 AND sender <> $3
+             ORDER BY seq DESC LIMIT 1",
+            &[&id, &(seq as i64), &from],
+        )
+        .await
+        .map_err(unavailable)?
+        .map_or(0, |row| row.get(0));
+    Ok(LogPrefix {
+        seq,
+        last_from: Some(parse_name(&from)?),
+        last_other_seq: last_other.max(0) as u64,
+    })
 }
