@@ -29,15 +29,27 @@ pub(crate) type OnDelivered = Box<dyn FnOnce() + Send>;
 pub(crate) struct Delivering {
     inner: Body,
     on_delivered: Option<OnDelivered>,
+    /// An event stream (MCP's answer to a POST): the frame that carries the JSON-RPC answer
+    /// counts as the last one, since the client acts on it before the stream's end arrives.
+    answers: bool,
 }
 
 impl Delivering {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: Body, on_delivered: OnDelivered) -> Self {
-        Delivering {
-            inner,
-            on_delivered: Some(on_delivered),
-        }
+    /// `response` with its body wrapped: for an event stream, the frame with the JSON-RPC
+    /// answer counts as the last one; for any other body, its last frame.
+    pub(crate) fn wrap(response: Response, on_delivered: OnDelivered) -> Response {
+        let answers = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        response.map(|inner| {
+            Body::new(Delivering {
+                inner,
+                on_delivered: Some(on_delivered),
+                answers,
+            })
+        })
     }
 
     fn done(&mut self) {
@@ -60,6 +72,11 @@ impl http_body::Body for Delivering {
             // hyper stops polling once a body says it is at its end, so the frame that ends it
             // is the last one hyper takes.
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
+            Poll::Ready(Some(Ok(frame)))
+                if self.answers && frame.data_ref().is_some_and(|d| carries_answer(d)) =>
+            {
+                self.done()
+            }
             Poll::Ready(None) => self.done(),
             _ => {}
         }
@@ -73,6 +90,21 @@ impl http_body::Body for Delivering {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether an event-stream frame carries a JSON-RPC answer (an `id` with a `result` or an
+/// `error`), not a notification.
+fn carries_answer(frame: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(frame) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data.trim()).ok())
+        .any(|message| {
+            message.get("id").is_some()
+                && (message.get("result").is_some() || message.get("error").is_some())
+        })
 }
 
 impl Drop for Delivering {
@@ -256,9 +288,9 @@ pub(crate) fn when_delivered(
                 id,
                 armed: true,
             };
-            response.map(|body| Body::new(Delivering::new(body, Box::new(move || unpark.disarm()))))
+            Delivering::wrap(response, Box::new(move || unpark.disarm()))
         }
-        _ => response.map(|body| Body::new(Delivering::new(body, on_delivered))),
+        _ => Delivering::wrap(response, on_delivered),
     }
 }
 

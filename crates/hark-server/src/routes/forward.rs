@@ -288,15 +288,13 @@ impl Forward {
         for name in hop {
             parts.headers.remove(name);
         }
-        let body = Body::new(body);
-        Ok(Response::from_parts(
-            parts,
-            match delivery {
-                // Reported once hyper took its last frame here, as a local answer is confirmed.
-                Some(report) => Body::new(Delivering::new(body, Box::new(|| report.delivered()))),
-                None => body,
-            },
-        ))
+        let response = Response::from_parts(parts, Body::new(body));
+        Ok(match delivery {
+            // Reported once hyper took its last frame here (or an event stream's answer), as a
+            // local answer is confirmed.
+            Some(report) => Delivering::wrap(response, Box::new(|| report.delivered())),
+            None => response,
+        })
     }
 }
 
