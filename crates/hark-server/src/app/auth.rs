@@ -268,27 +268,49 @@ impl Auth {
             self.limit(&hash)?;
             return Ok(Caller::Admin);
         }
+        let owner = self
+            .owner(hash, store)
+            .await?
+            .ok_or_else(|| AppError::unauthorized("That token is not known here."))?;
+        // Only tokens that resolved get a limiter entry of their own: random ones would each
+        // keep one for ever. Those are limited by their peer address (`screen`).
+        self.limit(&hash)?;
+        Ok(Caller::Participant(owner.into()))
+    }
+
+    /// The conversation a participant's token opens, without counting against its rate limit
+    /// (for routing a request that the node serving it counts).
+    pub(crate) async fn conversation_of(
+        &self,
+        token: &str,
+        store: &dyn Store,
+    ) -> Result<Option<String>, AppError> {
+        Ok(self
+            .owner(hash_token(token), store)
+            .await?
+            .map(|owner| owner.conversation))
+    }
+
+    /// Who a token's digest belongs to, from the cache or the store.
+    async fn owner(
+        &self,
+        hash: TokenHash,
+        store: &dyn Store,
+    ) -> Result<Option<TokenOwner>, AppError> {
         let cached = self
             .known
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&hash)
             .cloned();
-        let owner = match cached {
-            Some(owner) => owner,
-            None => {
-                let owner = store
-                    .find_token(hash)
-                    .await?
-                    .ok_or_else(|| AppError::unauthorized("That token is not known here."))?;
-                self.remember(hash, owner.clone());
-                owner
-            }
+        if let Some(owner) = cached {
+            return Ok(Some(owner));
+        }
+        let Some(owner) = store.find_token(hash).await? else {
+            return Ok(None);
         };
-        // Only tokens that resolved get a limiter entry of their own: random ones would each
-        // keep one for ever. Those are limited by their peer address (`screen`).
-        self.limit(&hash)?;
-        Ok(Caller::Participant(owner.into()))
+        self.remember(hash, owner.clone());
+        Ok(Some(owner))
     }
 
     /// Admits admin callers; in open (loopback development) mode, anyone without a token.

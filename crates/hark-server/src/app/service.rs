@@ -497,6 +497,13 @@ impl App {
         }
     }
 
+    /// The conversation a participant's token opens (`None` for the admin's or an unknown
+    /// token), without counting against the token's rate limit: for routing a request to the
+    /// node that serves it, which counts it.
+    pub async fn conversation_of_token(&self, token: &str) -> Result<Option<String>, AppError> {
+        self.0.auth.conversation_of(token, &*self.0.store).await
+    }
+
     /// Forgets where conversation `id` was last found (its node did not answer, or said it
     /// no longer owns it).
     pub fn forget_location(&self, id: &str) {

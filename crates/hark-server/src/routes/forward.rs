@@ -37,7 +37,7 @@ use hyper_util::rt::TokioExecutor;
 use super::delivery::{DELIVERY_HEADER, Delivering, Parked, Relay};
 use super::error::ApiError;
 use super::input::bearer;
-use crate::app::{App, Caller, Location};
+use crate::app::{App, Location};
 
 /// The header a forwarded request carries: the nodes' shared secret.
 pub(crate) const NODE_HEADER: HeaderName = HeaderName::from_static("x-hark-node");
@@ -228,10 +228,8 @@ impl Forward {
                 About::Conversation(id) => return Some(id),
                 About::Token(token) => token,
             };
-            match app.authenticate(Some(&token)).await {
-                Ok(Caller::Participant(me)) => Some(me.conversation().to_owned()),
-                _ => None,
-            }
+            // Not counted here: the node that serves the request counts it.
+            app.conversation_of_token(&token).await.ok().flatten()
         }
     }
 
