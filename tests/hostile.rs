@@ -230,3 +230,63 @@ async fn event_streams_send_keep_alive_comments() {
         seen.extend_from_slice(&chunk);
     }
 }
+
+/// What hyper refuses before any route sees it (a head it cannot parse, a URI or headers too
+/// large) is answered with a JSON error like every other error, and the connection closes.
+#[tokio::test]
+async fn requests_hyper_refuses_get_json_errors_too() {
+    let s = TestServer::start().await;
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases = [
+        (
+            b"GARBAGE\x01 / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                "a".repeat(70_000)
+            )
+            .into_bytes(),
+            414,
+            "too_large",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many_headers}\r\n").into_bytes(),
+            431,
+            "too_large",
+        ),
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(500_000)
+            )
+            .into_bytes(),
+            431,
+            "too_large",
+        ),
+    ];
+    for (raw_request, status, code) in cases {
+        let (got, text) = raw(&s.url, &raw_request).await;
+        assert_eq!(got, status, "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let error: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(error["error"]["code"], code, "{body}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // The server goes on serving.
+    let (status, _) = s.get("/healthz", None).await;
+    assert_eq!(status, 200);
+}

@@ -154,7 +154,11 @@ impl Connection {
         let Ok(Ok((head, http2))) = first else {
             return;
         };
-        let io = TokioIo::new(Rewound { head, stream });
+        let io = TokioIo::new(Rewound {
+            head,
+            stream,
+            rewritten: None,
+        });
         if http2 {
             Box::pin(self.serve_http2(io)).await
         } else {
@@ -359,6 +363,9 @@ async fn refuse(mut stream: TcpStream, max_connections: usize) {
 struct Rewound {
     head: Vec<u8>,
     stream: TcpStream,
+    /// hyper's own error answer, rewritten with a JSON body, being written; and how many bytes
+    /// of hyper's original to report once it is.
+    rewritten: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl AsyncRead for Rewound {
@@ -387,12 +394,73 @@ impl AsyncRead for Rewound {
     }
 }
 
+impl Rewound {
+    /// Writes the rewritten answer on; once it is all out, reports hyper's original written.
+    fn poll_rewritten(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        while let Some((answer, written, original)) = &mut self.rewritten {
+            if *written == answer.len() {
+                let original = *original;
+                self.rewritten = None;
+                return Poll::Ready(Ok(original));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+}
+
+/// hyper answers a request it cannot parse itself (400, 414, 431), with an empty body and
+/// `connection: close`, before any route sees it. The same answer with a JSON error body, as
+/// every other error of this server has, if `head` is one of those.
+fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let (code, message) = match text.get(..13)? {
+        "HTTP/1.1 400 " => ("bad_request", "The request is not valid HTTP."),
+        "HTTP/1.1 414 " => ("too_large", "The request's URI is too long."),
+        "HTTP/1.1 431 " => (
+            "too_large",
+            "The request's headers are too large: at most 100 headers, about 400 KB in all.",
+        ),
+        _ => return None,
+    };
+    if !text.ends_with("\r\n\r\n") || !text.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let head = text[..text.len() - 2].replace(
+        "\r\ncontent-length: 0\r\n",
+        &format!(
+            "\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ),
+    );
+    Some(format!("{head}\r\n{body}").into_bytes())
+}
+
+/// Heads longer than this are never one of hyper's own error answers.
+const ERROR_HEAD_MAX: usize = 256;
+
 impl AsyncWrite for Rewound {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.rewritten.is_none()
+            && buf.len() <= ERROR_HEAD_MAX
+            && let Some(answer) = with_json_body(buf)
+        {
+            self.rewritten = Some((answer, 0, buf.len()));
+        }
+        if self.rewritten.is_some() {
+            return self.poll_rewritten(cx);
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -401,6 +469,16 @@ impl AsyncWrite for Rewound {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.rewritten.is_none() && total <= ERROR_HEAD_MAX {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(answer) = with_json_body(&joined) {
+                self.rewritten = Some((answer, 0, total));
+            }
+        }
+        if self.rewritten.is_some() {
+            return self.poll_rewritten(cx);
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
