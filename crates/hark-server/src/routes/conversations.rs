@@ -193,12 +193,12 @@ pub(super) async fn act(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Path((id, action)) = path.map_err(bad_path)?;
+    let Path((id, action_name)) = path.map_err(bad_path)?;
     let me = state
         .app
         .participant(&caller(&state, &headers).await?, &id)
         .await?;
-    let kind = action_kind(&action)?;
+    let kind = action_kind(&action_name)?;
     let body = read_body(
         &headers,
         body,
@@ -208,6 +208,9 @@ pub(super) async fn act(
     .await?;
     let action = wire::decode_action(kind, &body)?;
     let confirm = confirm(&headers)?;
+    // A `check` may wait here for long: keep nothing it does not need (the headers' and the
+    // body's memory would stay with every waiting call).
+    drop((headers, body, id, action_name));
     let who = participant_key(me.conversation(), me.name().as_str());
     if let Some(Extension(relay)) = &relay {
         // An earlier answer relayed by another node: its report comes first.
