@@ -131,9 +131,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let server = servers.first();
+    // The (first) started server, whose memory the soak, flood and checks modes read.
+    let pid = server.and_then(|s| s.child.id());
     let base = nodes[0].clone();
     if let Some(conversations) = args.soak {
-        let pid = server.as_ref().and_then(|s| s.child.id());
         return soak(
             &base,
             args.admin_token.as_deref(),
@@ -145,7 +146,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if let Some(flood) = args.flood {
-        let pid = server.as_ref().and_then(|s| s.child.id());
         return run_flood(
             &base,
             args.admin_token.as_deref(),
@@ -157,7 +157,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     }
     if let Some(checks) = args.checks {
-        let pid = server.as_ref().and_then(|s| s.child.id());
         return park_checks(
             &base,
             args.admin_token.as_deref(),

@@ -187,10 +187,12 @@ impl Server {
             port: listener.local_addr()?.port(),
         };
         // A forwarded body is read whole first: at most what any route takes.
-        let max_body = self
-            .config
-            .max_body_bytes
-            .max(self.config.max_attachment_bytes.div_ceil(3) * 4 + 1024);
+        let max_body =
+            self.config
+                .max_body_bytes
+                .max(routes::conversations::attachment_body_limit(
+                    self.config.max_attachment_bytes,
+                ));
         let body_timeout = Duration::from_millis(self.config.body_read_timeout_ms);
         let router = routes::forward::layer(self.router(), &self.app, max_body, body_timeout);
         let router = routes::edge::layer(router, edge);

@@ -17,7 +17,6 @@
 //! - **Requests** for a conversation owned elsewhere are forwarded to its owner by the HTTP
 //!   layer (`routes::forward`), authenticated by the secret the nodes of one database share.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,11 +42,6 @@ impl Node {
             secret,
             lease,
         })
-    }
-
-    /// This node's id.
-    pub fn id(&self) -> &str {
-        self.cluster.node()
     }
 
     /// How long this node's lease lasts.
@@ -78,22 +72,5 @@ impl Node {
     /// Leaves the cluster: this node's conversations are free for the others at once.
     pub async fn leave(&self) -> Result<(), StoreError> {
         self.cluster.leave().await
-    }
-}
-
-/// One heartbeat's outcome, for [`super::App`]'s node loop.
-pub(crate) enum Beat {
-    /// Renewed; these are the conversations this node owns.
-    Renewed(HashSet<String>),
-    /// Failed; the lease may still hold.
-    Failed(StoreError),
-}
-
-impl Node {
-    pub(crate) async fn beat(&self) -> Beat {
-        match self.cluster.heartbeat().await {
-            Ok(owned) => Beat::Renewed(owned.into_iter().collect()),
-            Err(error) => Beat::Failed(error),
-        }
     }
 }

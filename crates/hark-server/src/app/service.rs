@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::auth::{
     Admin, Auth, Caller, Participant, Reader, hash_token, mint_conversation_id, mint_token,
 };
-use super::cluster::{Beat, Node};
+use super::cluster::Node;
 use super::context::{AgentContext, AgentLauncher, Port};
 use super::conversation::{Description, Found, Handle, Registry};
 use super::delivery::Acted;
@@ -547,12 +547,13 @@ impl App {
                 _ = tick.tick() => {}
             }
             let started = self.0.clock.instant();
-            match node.beat().await {
-                Beat::Renewed(owned) => {
+            match node.cluster().heartbeat().await {
+                Ok(owned) => {
+                    let owned = owned.into_iter().collect();
                     renewed = started;
                     self.0.registry.evict_lost(&owned, started);
                 }
-                Beat::Failed(error) => {
+                Err(error) => {
                     tracing::warn!(%error, "cannot renew this node's lease");
                     if started.duration_since(renewed) >= lease {
                         let evicted = self.0.registry.evict_all();

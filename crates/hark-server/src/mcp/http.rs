@@ -188,11 +188,14 @@ async fn authenticate(State(state): State<McpState>, mut request: Request, next:
     // A POST's answer (JSON, or an SSE stream that ends with the answer) is tracked until its
     // body is done, so shutdown can wait for it; GET streams are endless and are simply ended.
     let tracked = (method == Method::POST).then(|| state.shutdown.posts.token());
-    let relay = request.extensions().get::<Relay>().cloned();
-    let who = participant_key(&owner.conversation, owner.name.as_str());
-    if let Some(relay) = &relay {
+    // On a node of several: the participant's key, under which its relayed answers wait.
+    let relay = request.extensions().get::<Relay>().cloned().map(|relay| {
+        let who = participant_key(&owner.conversation, owner.name.as_str());
+        (relay, who)
+    });
+    if let Some((relay, who)) = &relay {
         // An earlier answer relayed by another node: its report comes first.
-        relay.parked.reported(&who).await;
+        relay.parked.reported(who).await;
     }
     // From here until the response body is taken whole, the client may go away: then the
     // guard's drop loses this request's answers and withdraws its call.
@@ -236,8 +239,7 @@ async fn authenticate(State(state): State<McpState>, mut request: Request, next:
                 guard.delivered();
                 drop(token);
             }),
-            relay.as_ref(),
-            &who,
+            relay.as_ref().map(|(relay, who)| (relay, who.as_str())),
         ),
         _ => response,
     }

@@ -136,7 +136,7 @@ pub(super) async fn history(
 
 /// The largest body `POST …/attachments` reads: the configured attachment size in base64, plus
 /// room for the JSON around it.
-fn attachment_body_limit(max_attachment_bytes: usize) -> usize {
+pub(crate) fn attachment_body_limit(max_attachment_bytes: usize) -> usize {
     max_attachment_bytes.div_ceil(3) * 4 + 1024
 }
 
@@ -211,10 +211,14 @@ pub(super) async fn act(
     // A `check` may wait here for long: keep nothing it does not need (the headers' and the
     // body's memory would stay with every waiting call).
     drop((headers, body, id, action_name));
-    let who = participant_key(me.conversation(), me.name().as_str());
-    if let Some(Extension(relay)) = &relay {
+    // On a node of several: the participant's key, under which its relayed answers wait.
+    let relay = relay.map(|Extension(relay)| {
+        let who = participant_key(me.conversation(), me.name().as_str());
+        (relay, who)
+    });
+    if let Some((relay, who)) = &relay {
         // An earlier answer relayed by another node: its report comes first.
-        relay.parked.reported(&who).await;
+        relay.parked.reported(who).await;
     }
     let acted = state.app.act_with(&me, action, confirm).await?;
     let response = Json(wire::WireEnvelope::from(&acted.envelope)).into_response();
@@ -228,8 +232,7 @@ pub(super) async fn act(
     Ok(when_delivered(
         response,
         Box::new(|| ticket.delivered()),
-        relay.as_ref().map(|Extension(relay)| relay),
-        &who,
+        relay.as_ref().map(|(relay, who)| (relay, who.as_str())),
     ))
 }
 

@@ -264,18 +264,20 @@ pub(crate) fn participant_key(conversation: &str, name: &str) -> String {
 
 /// `response`, with `on_delivered` run once it reached the client: when hyper took its body
 /// whole, or, for a request another node forwarded, when that node reports that its own client
-/// did. `who` is the participant the answer is for ([`participant_key`]).
+/// did. `relay` comes with the key of the participant the answer is for ([`participant_key`]).
 pub(crate) fn when_delivered(
     response: Response,
     on_delivered: OnDelivered,
-    relay: Option<&Relay>,
-    who: &str,
+    relay: Option<(&Relay, &str)>,
 ) -> Response {
     match relay {
-        Some(Relay {
-            parked,
-            from_node: true,
-        }) => {
+        Some((
+            Relay {
+                parked,
+                from_node: true,
+            },
+            who,
+        )) => {
             let id = parked.park(who, on_delivered);
             let mut response = response;
             response

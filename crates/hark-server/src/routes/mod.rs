@@ -7,7 +7,7 @@
 //! `state` what the handlers share, `holds` what each participant holds open, `edge` the checks every request passes first when served
 //! on a listener.
 
-mod conversations;
+pub(crate) mod conversations;
 pub(crate) mod delivery;
 pub(crate) mod edge;
 pub(crate) mod error;
