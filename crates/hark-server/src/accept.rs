@@ -13,7 +13,7 @@
 //! - shutdown: every connection drains gracefully for at most the drain time, then what is left
 //!   (a client that stopped reading its event stream, say) is closed.
 //!
-//! Each request carries its [`Peer`] address in its extensions.
+//! Each request passes the [`Edge`] checks, which know its peer's address, before the router.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,6 +36,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+
+use crate::routes::edge::{Admission, Edge};
 
 /// Concurrent requests one HTTP/2 connection may carry.
 const MAX_HTTP2_STREAMS: u32 = 16_384;
@@ -47,10 +50,6 @@ const HTTP2_PING: Duration = Duration::from_secs(30);
 const REFUSING_MAX: usize = 64;
 /// How long a refused connection is given to take its answer.
 const REFUSE_LINGER: Duration = Duration::from_millis(200);
-
-/// The address of the peer a request came from (in the request's extensions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// What the accept loop keeps bounded, and for how long.
 #[derive(Clone, Debug)]
@@ -65,11 +64,12 @@ pub(crate) struct Bounds {
     pub(crate) drain: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` fires and every connection has finished (or
-/// the drain time has passed and the rest were closed).
+/// Serves `router` on `listener`, every request through `edge` first, until `shutdown` fires
+/// and every connection has finished (or the drain time has passed and the rest were closed).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
+    edge: Edge,
     bounds: Bounds,
     shutdown: CancellationToken,
 ) {
@@ -105,15 +105,14 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             router: router.clone(),
-            peer: Peer(peer),
+            edge: edge.clone(),
+            peer,
             bounds: Arc::clone(&bounds),
             shutdown: shutdown.clone(),
             force: force.clone(),
         };
-        connections.spawn(async move {
-            connection.run(stream).await;
-            drop(slot);
-        });
+        // `map`, not an `async` block: awaiting the future there would store it twice.
+        connections.spawn(connection.run(stream).map(move |()| drop(slot)));
     }
     drop(listener);
     connections.close();
@@ -133,52 +132,70 @@ pub(crate) async fn serve(
 /// One accepted connection, before its protocol is known.
 struct Connection {
     router: axum::Router,
-    peer: Peer,
+    edge: Edge,
+    peer: SocketAddr,
     bounds: Arc<Bounds>,
     shutdown: CancellationToken,
     force: CancellationToken,
 }
 
+// What a connection holds while it waits is kept small on purpose: a client may park thousands
+// of `check`s, one HTTP/1.1 connection each, for up to a minute. So the futures are built
+// without `async fn` where an argument would be stored twice (an `async fn` keeps its
+// arguments beside the locals they are moved into), the short-lived first read is boxed, and
+// HTTP/2's much larger state machine is boxed on its own.
 impl Connection {
-    async fn run(self, mut stream: TcpStream) {
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `self` and `stream` twice for the connection's life"
+    )]
+    fn run(self, stream: TcpStream) -> impl Future<Output = ()> + Send {
         // HTTP/1.1, and HTTP/2 with prior knowledge (h2c): a client that keeps many calls open
         // (thousands of waiting `check`s) multiplexes them on one connection instead of paying
-        // hyper's fixed 16 KiB of buffers per HTTP/1.1 connection. The HTTP/1.1 and HTTP/2
-        // futures are boxed separately, so an HTTP/1.1 connection is not sized for HTTP/2's
-        // state machine.
+        // hyper's fixed 16 KiB of buffers per HTTP/1.1 connection.
+        async move {
+            let Some((stream, head, http2)) = Box::pin(self.first_bytes(stream)).await else {
+                return;
+            };
+            let io = TokioIo::new(Rewound {
+                head,
+                stream,
+                rewritten: None,
+            });
+            if http2 {
+                Box::pin(self.serve_http2(io)).await
+            } else {
+                self.serve_http1(io).await
+            }
+        }
+    }
+
+    /// The connection's first bytes (see [`first_bytes`]), if they arrive within the
+    /// header-read timeout and before shutdown.
+    async fn first_bytes(&self, mut stream: TcpStream) -> Option<(TcpStream, Vec<u8>, bool)> {
         let first = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
+            _ = self.shutdown.cancelled() => return None,
             first = tokio::time::timeout(self.bounds.header_timeout, first_bytes(&mut stream)) => first,
         };
         // Nothing arrived in time, or the peer went away: drop the connection.
         let Ok(Ok((head, http2))) = first else {
-            return;
+            return None;
         };
-        let io = TokioIo::new(Rewound {
-            head,
-            stream,
-            rewritten: None,
-        });
-        if http2 {
-            Box::pin(self.serve_http2(io)).await
-        } else {
-            Box::pin(self.serve_http1(io)).await
-        }
+        Some((stream, head, http2))
     }
 
-    async fn serve_http1(self, io: TokioIo<Rewound>) {
-        let activity = Arc::new(Activity::default());
+    fn serve_http1(self, io: TokioIo<Rewound>) -> impl Future<Output = ()> + Send {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.bounds.header_timeout);
-        let service = self.service(&activity);
+        let service = self.service(None);
         let connection = builder.serve_connection(io, service);
         // HTTP/1.1 idles in hyper's header read, which its own timer bounds.
-        drive(connection, &self.shutdown, &self.force, None).await;
+        drive(connection, self.shutdown, self.force, std::future::pending)
     }
 
-    async fn serve_http2(self, io: TokioIo<Rewound>) {
+    fn serve_http2(self, io: TokioIo<Rewound>) -> impl Future<Output = ()> + Send {
         let activity = Arc::new(Activity::default());
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
@@ -186,48 +203,67 @@ impl Connection {
             .max_concurrent_streams(MAX_HTTP2_STREAMS)
             .keep_alive_interval(HTTP2_PING)
             .keep_alive_timeout(HTTP2_PING);
-        let service = self.service(&activity);
+        let service = self.service(Some(Arc::clone(&activity)));
         let connection = builder.serve_connection(io, service);
-        let idle = (Arc::clone(&activity), self.bounds.idle_timeout);
-        drive(connection, &self.shutdown, &self.force, Some(idle)).await;
+        let timeout = self.bounds.idle_timeout;
+        let idle = move || {
+            let activity = Arc::clone(&activity);
+            async move { activity.idle_for(timeout).await }
+        };
+        drive(connection, self.shutdown, self.force, idle)
     }
 
     /// The router as this connection's hyper service.
-    fn service(&self, activity: &Arc<Activity>) -> PeerService {
-        PeerService {
+    fn service(&self, activity: Option<Arc<Activity>>) -> ConnectionService {
+        ConnectionService {
             router: self.router.clone(),
+            edge: self.edge.clone(),
             peer: self.peer,
-            activity: Arc::clone(activity),
+            activity,
         }
     }
 }
 
-/// The router for one connection: each request learns its peer, and counts as activity until
-/// its response body is done or dropped.
+/// The router for one connection: each request passes the [`Edge`], learns its peer, and (on
+/// HTTP/2, whose idle timeout needs it) counts as activity until its response body is done or
+/// dropped.
 #[derive(Clone)]
-struct PeerService {
+struct ConnectionService {
     router: axum::Router,
-    peer: Peer,
-    activity: Arc<Activity>,
+    edge: Edge,
+    peer: SocketAddr,
+    activity: Option<Arc<Activity>>,
 }
 
-impl hyper::service::Service<hyper::Request<Incoming>> for PeerService {
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
     type Response = axum::response::Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(self.peer);
         detach(&mut parts);
         let request = hyper::Request::from_parts(parts, Body::new(Detached(body)));
-        let busy = Busy::new(&self.activity);
+        let busy = self.activity.as_ref().map(Busy::new);
+        let while_busy = move |response: axum::response::Response| match busy {
+            Some(busy) => response.map(|body| Body::new(WhileBusy { body, _busy: busy })),
+            None => response,
+        };
+        let (request, closing) = match self.edge.admit(request, self.peer) {
+            Admission::Admitted { request, closing } => (request, closing),
+            Admission::Refused(refused) => {
+                return Box::pin(std::future::ready(Ok(while_busy(refused))));
+            }
+        };
         // A `Router` is always ready: no `poll_ready` needed.
         let response = self.router.clone().call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| Body::new(WhileBusy { body, _busy: busy })))
-        })
+        // `map`, not an `async` block, which would store the router's future twice.
+        Box::pin(response.map(move |response| {
+            response.map(|mut response| {
+                closing.apply(&mut response);
+                while_busy(response)
+            })
+        }))
     }
 }
 
@@ -284,33 +320,40 @@ impl http_body::Body for Detached {
 }
 
 /// Serves `connection` until it ends. On shutdown its requests in flight may finish (the
-/// graceful path), until `force` fires; with `idle`, it is also shut down gracefully once no
-/// request was in flight for that long.
-async fn drive<C: GracefulConnection>(
-    connection: C,
-    shutdown: &CancellationToken,
-    force: &CancellationToken,
-    idle: Option<(Arc<Activity>, Duration)>,
-) {
-    let mut connection = std::pin::pin!(connection);
-    let idle_for = || async {
-        match &idle {
-            Some((activity, timeout)) => activity.idle_for(*timeout).await,
-            None => std::future::pending().await,
+/// graceful path), until `force` fires; it is also shut down gracefully once `idle()`
+/// completes (HTTP/2: no request in flight for the idle timeout).
+///
+/// A plain `fn` returning an `async` block that polls `connection` where it was captured: an
+/// `async fn` would keep hyper's connection twice (its argument and the local it moves into).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store hyper's connection twice"
+)]
+fn drive<C, I, F>(
+    mut connection: C,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+    idle: I,
+) -> impl Future<Output = ()> + Send
+where
+    C: GracefulConnection + Unpin + Send,
+    I: Fn() -> F + Send,
+    F: Future<Output = ()> + Send,
+{
+    async move {
+        tokio::select! {
+            _ = &mut connection => return,
+            _ = shutdown.cancelled() => {}
+            () = idle() => {}
         }
-    };
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = shutdown.cancelled() => {}
-        () = idle_for() => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    // HTTP/2's graceful end waits for the peer to acknowledge a ping; a peer that never does
-    // is dropped once the connection has been idle that long again.
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = force.cancelled() => {}
-        () = idle_for() => {}
+        Pin::new(&mut connection).graceful_shutdown();
+        // HTTP/2's graceful end waits for the peer to acknowledge a ping; a peer that never
+        // does is dropped once the connection has been idle that long again.
+        tokio::select! {
+            _ = &mut connection => {}
+            _ = force.cancelled() => {}
+            () = idle() => {}
+        }
     }
 }
 

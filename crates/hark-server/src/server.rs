@@ -195,7 +195,6 @@ impl Server {
                 ));
         let body_timeout = Duration::from_millis(self.config.body_read_timeout_ms);
         let router = routes::forward::layer(self.router(), &self.app, max_body, body_timeout);
-        let router = routes::edge::layer(router, edge);
         let caps = &self.config.caps;
         let bounds = accept::Bounds {
             max_connections: caps.max_connections,
@@ -203,7 +202,7 @@ impl Server {
             idle_timeout: Duration::from_millis(caps.idle_timeout_ms),
             drain: Duration::from_millis(caps.shutdown_drain_ms),
         };
-        accept::serve(listener, router, bounds, shutdown).await;
+        accept::serve(listener, router, edge, bounds, shutdown).await;
         self.tasks.close();
         if let Some(node) = self.app.node() {
             // Let the conversations store what they must, then hand them to the other nodes

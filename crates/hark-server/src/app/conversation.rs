@@ -140,14 +140,15 @@ struct HandleState {
 }
 
 impl Handle {
-    /// Applies one action and waits for its result (for `check`, until it returns). A result
-    /// that hands something over comes with a pending [`Ticket`].
-    pub(crate) async fn act(
+    /// Hands one action to the conversation's task; [`Pending::finish`] waits for its result
+    /// (for `check`, until it returns). A result that hands something over comes with a
+    /// pending [`Ticket`].
+    pub(crate) async fn begin(
         &self,
         who: ParticipantName,
         action: Action,
         confirm: Confirm,
-    ) -> Result<Acted, ActError> {
+    ) -> Result<Pending, ActError> {
         let request = RequestId(self.0.next_request.fetch_add(1, Ordering::Relaxed));
         let (reply, result) = oneshot::channel();
         self.send(Command::Act {
@@ -158,13 +159,10 @@ impl Handle {
             reply,
         })
         .await?;
-        // If this future is dropped while waiting (the client went away), report the request
-        // lost, so a waiting `check` is withdrawn and hands nothing over to nobody.
+        // If the wait is dropped (the client went away), the request is reported lost, so a
+        // waiting `check` is withdrawn and hands nothing over to nobody.
         let waiting = Ticket::new(self.0.reports.clone(), request);
-        let result = result.await.map_err(|_| ActError::Unavailable)?;
-        // Answered: from here on the result's own ticket (if any) speaks for it.
-        waiting.disarm();
-        result
+        Ok(Pending { result, waiting })
     }
 
     pub(crate) async fn add_participant(
@@ -204,6 +202,22 @@ impl Handle {
 
     fn is_running(&self) -> bool {
         !self.0.commands.is_closed() && !self.0.evicted.is_cancelled()
+    }
+}
+
+/// An action handed to its conversation's task, its result still to come.
+pub(crate) struct Pending {
+    result: oneshot::Receiver<Result<Acted, ActError>>,
+    waiting: Ticket,
+}
+
+impl Pending {
+    /// Waits for the action's result.
+    pub(crate) async fn finish(self) -> Result<Acted, ActError> {
+        let result = self.result.await.map_err(|_| ActError::Unavailable)?;
+        // Answered: from here on the result's own ticket (if any) speaks for it.
+        self.waiting.disarm();
+        result
     }
 }
 

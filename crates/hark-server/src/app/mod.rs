@@ -23,6 +23,7 @@ pub use auth::{Admin, Caller, Participant, Reader};
 pub use cluster::Node;
 pub use context::{AgentContext, AgentLauncher, NoAgents};
 pub use conversation::Description;
+pub(crate) use conversation::Pending;
 pub use delivery::{Acted, Ticket};
 pub use error::{AppError, ErrorKind};
 pub use service::{

@@ -17,7 +17,7 @@ use super::auth::{
 };
 use super::cluster::Node;
 use super::context::{AgentContext, AgentLauncher, Port};
-use super::conversation::{Description, Found, Handle, Registry};
+use super::conversation::{Description, Found, Handle, Pending, Registry};
 use super::delivery::Acted;
 use super::error::{AppError, ErrorKind};
 use super::types::{
@@ -297,6 +297,17 @@ impl App {
         action: Action,
         confirm: Confirm,
     ) -> Result<Acted, AppError> {
+        Ok(self.begin_act(who, action, confirm).await?.finish().await?)
+    }
+
+    /// [`App::act_with`] up to the wait: the action handed to its conversation. What waits for
+    /// the result (a `check`, for up to a minute) then holds only the small [`Pending`].
+    pub(crate) async fn begin_act(
+        &self,
+        who: &Participant,
+        action: Action,
+        confirm: Confirm,
+    ) -> Result<Pending, AppError> {
         let mut action = action;
         if let Action::Send {
             attachment: Some(named),
@@ -308,7 +319,7 @@ impl App {
             named.bytes = stored.data.len() as u64;
         }
         let handle = self.conversation(who.conversation()).await?;
-        Ok(handle.act(who.name().clone(), action, confirm).await?)
+        Ok(handle.begin(who.name().clone(), action, confirm).await?)
     }
 
     /// Title, participants, last seq, receipts, who composes and who waits in `check`.

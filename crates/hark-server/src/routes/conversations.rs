@@ -13,7 +13,7 @@ use super::delivery::{Relay, participant_key, when_delivered};
 use super::error::ApiError;
 use super::input::{bearer, read_body};
 use super::state::HttpState;
-use crate::app::{Caller, ParticipantSpec, display_name};
+use crate::app::{AppError, Caller, ParticipantSpec, Pending, display_name};
 use crate::wire::{self, WireCreated, WireCreatedParticipant, WireDescription, WireWhoami};
 
 /// The web chat (SPEC.md section 7): one self-contained page, compiled into the binary.
@@ -186,13 +186,47 @@ pub(super) async fn get_attachment(
         .into_response())
 }
 
-pub(super) async fn act(
+/// `POST /v1/conversations/{id}/{action}`. A `check` waits here up to a minute, and a client
+/// may park thousands: what waits is kept small. Everything before the wait (the caller, the
+/// body, the relay's report) runs in its own boxed future, gone once the action has reached
+/// its conversation; and this is a plain `fn`, so the extractors are not stored a second time
+/// beside the future that consumed them.
+pub(super) fn act(
     State(state): State<HttpState>,
     path: Result<Path<(String, String)>, PathRejection>,
     relay: Option<Extension<Relay>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> impl Future<Output = Result<Response, ApiError>> + Send {
+    let begun = Box::pin(begin_act(state, path, relay, headers, body));
+    async move {
+        let (pending, relay) = begun.await?;
+        let acted = pending.finish().await.map_err(AppError::from)?;
+        let response = Json(wire::WireEnvelope::from(&acted.envelope)).into_response();
+        if !acted.ticket.is_pending() {
+            return Ok(response);
+        }
+        // The result counts as heard once hyper took the whole body (or the node that forwarded
+        // the request says its client did); if the connection goes first, the ticket is dropped
+        // and the result's messages come again.
+        let ticket = acted.ticket;
+        Ok(when_delivered(
+            response,
+            Box::new(|| ticket.delivered()),
+            relay.as_ref().map(|(relay, who)| (relay, who.as_str())),
+        ))
+    }
+}
+
+/// [`act`] up to the wait: the action handed to its conversation, and on a node of several the
+/// relay with the participant's key, under which its relayed answers wait.
+async fn begin_act(
+    state: HttpState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    relay: Option<Extension<Relay>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Pending, Option<(Relay, String)>), ApiError> {
     let Path((id, action_name)) = path.map_err(bad_path)?;
     let me = state
         .app
@@ -208,10 +242,6 @@ pub(super) async fn act(
     .await?;
     let action = wire::decode_action(kind, &body)?;
     let confirm = confirm(&headers)?;
-    // A `check` may wait here for long: keep nothing it does not need (the headers' and the
-    // body's memory would stay with every waiting call).
-    drop((headers, body, id, action_name));
-    // On a node of several: the participant's key, under which its relayed answers wait.
     let relay = relay.map(|Extension(relay)| {
         let who = participant_key(me.conversation(), me.name().as_str());
         (relay, who)
@@ -220,20 +250,8 @@ pub(super) async fn act(
         // An earlier answer relayed by another node: its report comes first.
         relay.parked.reported(who).await;
     }
-    let acted = state.app.act_with(&me, action, confirm).await?;
-    let response = Json(wire::WireEnvelope::from(&acted.envelope)).into_response();
-    if !acted.ticket.is_pending() {
-        return Ok(response);
-    }
-    // The result counts as heard once hyper took the whole body (or the node that forwarded
-    // the request says its client did); if the connection goes first, the ticket is dropped and
-    // the result's messages come again.
-    let ticket = acted.ticket;
-    Ok(when_delivered(
-        response,
-        Box::new(|| ticket.delivered()),
-        relay.as_ref().map(|(relay, who)| (relay, who.as_str())),
-    ))
+    let pending = state.app.begin_act(&me, action, confirm).await?;
+    Ok((pending, relay))
 }
 
 /// How the client confirms this request's result: itself, if it sends `Hark-Received` (the

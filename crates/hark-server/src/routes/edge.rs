@@ -16,22 +16,21 @@
 //!   arrived, say) says `Connection: close`: hyper cannot find the next request behind an
 //!   unread body, so it closes the connection, and the client should know.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 
 use super::error::ApiError;
 use super::input::bearer;
-use crate::accept::Peer;
 use crate::app::App;
 
 /// What the edge checks are told: the names answered and the bound port.
@@ -44,35 +43,22 @@ pub(crate) struct Edge {
     pub(crate) port: u16,
 }
 
-/// Wraps `router` in the edge checks.
-pub(crate) fn layer(router: axum::Router, edge: Edge) -> axum::Router {
-    router.layer(axum::middleware::from_fn_with_state(edge, check))
+/// What the edge makes of a request.
+pub(crate) enum Admission {
+    /// Let through, with what its answer must say.
+    Admitted { request: Request, closing: Closing },
+    /// Answered here.
+    Refused(Response),
 }
 
-async fn check(State(edge): State<Edge>, request: Request, next: Next) -> Response {
-    let http1 = request.version() <= Version::HTTP_11;
-    let refused = edge.refuse(&request);
-    match refused {
-        Some(error) => {
-            let mut response = error.into_response();
-            if http1 && !request.body().is_end_stream() {
-                close(&mut response);
-            }
-            response
-        }
-        None => {
-            let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
-            let request = request.map(|body| {
-                Body::new(Watched {
-                    body,
-                    read: Arc::clone(&read),
-                })
-            });
-            let mut response = next.run(request).await;
-            if http1 && !read.load(Ordering::Acquire) {
-                close(&mut response);
-            }
-            response
+/// Whether an answer must say `Connection: close`: an HTTP/1.1 answer sent before the
+/// request's body was read to its end (hyper then closes the connection).
+pub(crate) struct Closing(Option<Arc<AtomicBool>>);
+
+impl Closing {
+    pub(crate) fn apply(self, response: &mut Response) {
+        if self.0.is_some_and(|read| !read.load(Ordering::Acquire)) {
+            close(response);
         }
     }
 }
@@ -84,8 +70,40 @@ fn close(response: &mut Response) {
 }
 
 impl Edge {
+    /// Lets `request` through, or answers it here. Called by the accept loop for every request,
+    /// before any route (no middleware future of its own: a waiting `check` keeps its request's
+    /// futures for up to a minute, so every byte of them counts, times thousands).
+    pub(crate) fn admit(&self, request: Request, peer: SocketAddr) -> Admission {
+        let http1 = request.version() <= Version::HTTP_11;
+        let done = request.body().is_end_stream();
+        if let Some(error) = self.refuse(&request, peer) {
+            let mut response = error.into_response();
+            if http1 && !done {
+                close(&mut response);
+            }
+            return Admission::Refused(response);
+        }
+        if !http1 || done {
+            return Admission::Admitted {
+                request,
+                closing: Closing(None),
+            };
+        }
+        let read = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| {
+            Body::new(Watched {
+                body,
+                read: Arc::clone(&read),
+            })
+        });
+        Admission::Admitted {
+            request,
+            closing: Closing(Some(read)),
+        }
+    }
+
     /// The refusal of a request that may not go further, if it may not.
-    fn refuse(&self, request: &Request) -> Option<ApiError> {
+    fn refuse(&self, request: &Request, peer: SocketAddr) -> Option<ApiError> {
         let headers = request.headers();
         // Forwarded by another node, which made these checks when the request arrived there.
         if super::forward::from_node(&self.app, headers) {
@@ -123,11 +141,9 @@ impl Edge {
                 "A request body must be JSON: send 'Content-Type: application/json'.",
             ));
         }
-        if let Some(Peer(peer)) = request.extensions().get::<Peer>() {
-            let token = bearer(headers).ok().flatten();
-            if let Err(error) = self.app.screen(peer.ip(), token) {
-                return Some(error.into());
-            }
+        let token = bearer(headers).ok().flatten();
+        if let Err(error) = self.app.screen(peer.ip(), token) {
+            return Some(error.into());
         }
         None
     }
