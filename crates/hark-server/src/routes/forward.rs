@@ -89,92 +89,30 @@ pub(crate) fn from_node(app: &App, headers: &HeaderMap) -> bool {
     })
 }
 
-async fn route(State(forward): State<Forward>, mut request: Request, next: Next) -> Response {
-    let Some(node) = forward.app.node() else {
-        return next.run(request).await;
-    };
-    let forwarded = from_node(&forward.app, request.headers());
-    if forwarded && let Some(report) = request.uri().path().strip_prefix(DELIVERIES) {
-        return forward.report(report, request.uri().query());
-    }
-    request.extensions_mut().insert(Relay {
-        parked: Arc::clone(&forward.parked),
-        from_node: forwarded,
-    });
-    let Some(id) = forward.conversation_of(&request).await else {
-        return next.run(request).await;
-    };
-    if forwarded {
-        // Sent here as the owner: serve it if this node runs the conversation (or can take
-        // it), else say so, and the sender asks again.
-        forward.app.forget_location(&id);
-        return match forward.app.locate(&id).await {
-            Ok(Location::Here) => next.run(request).await,
-            Ok(Location::At(_)) => ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "unavailable",
-                "This node no longer runs this conversation.",
-            )
-            .into_response(),
-            Err(error) => ApiError::from(error).into_response(),
+/// What the forwarding makes of a request.
+enum Routed {
+    /// Served by this node.
+    Here(Request),
+    /// Answered already: by the owner, or with an error.
+    Answered(Response),
+}
+
+/// A request served here (most of them, and every waiting `check` on its owner) waits in `next`
+/// alone: the routing before it runs boxed and is gone by then. (A plain `fn`: an `async fn`
+/// would also store the extractors it consumed.)
+fn route(
+    State(forward): State<Forward>,
+    request: Request,
+    next: Next,
+) -> impl Future<Output = Response> + Send {
+    let routed = Box::pin(forward.route(request));
+    async move {
+        // Not a `match` around the wait: its scrutinee would stay in the future.
+        let request = match routed.await {
+            Routed::Here(request) => request,
+            Routed::Answered(response) => return response,
         };
-    }
-    let mut location = match forward.app.locate(&id).await {
-        Ok(Location::Here) => return next.run(request).await,
-        Ok(location) => location,
-        Err(error) => return ApiError::from(error).into_response(),
-    };
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, forward.max_body);
-    let body = match tokio::time::timeout(forward.body_timeout, body).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return ApiError::too_large(forward.max_body).into_response(),
-        Err(_) => return ApiError::body_timeout().into_response(),
-    };
-    // Long enough for a dead owner's lease to run out and the conversation to move.
-    let give_up = tokio::time::Instant::now() + node.lease() * 2 + Duration::from_secs(1);
-    loop {
-        let url = match location {
-            Location::Here => {
-                return next.run(Request::from_parts(parts, Body::from(body))).await;
-            }
-            Location::At(url) => url,
-        };
-        match forward
-            .send(&parts, body.clone(), &url, node.secret())
-            .await
-        {
-            Ok(response) if response.status() != StatusCode::MISDIRECTED_REQUEST => {
-                return response;
-            }
-            Ok(_) => {}
-            Err(Failure::Unreachable) => {}
-            Err(Failure::Lost) => {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "The node that runs this conversation went away during the request; \
-                     whether it took effect is unknown. Retry (a send with the same client_id \
-                     is not doubled).",
-                )
-                .into_response();
-            }
-        }
-        forward.app.forget_location(&id);
-        if tokio::time::Instant::now() >= give_up {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The node that runs this conversation cannot be reached; nothing was changed. \
-                 Retry shortly.",
-            )
-            .into_response();
-        }
-        tokio::time::sleep(RETRY_PAUSE).await;
-        location = match forward.app.locate(&id).await {
-            Ok(location) => location,
-            Err(error) => return ApiError::from(error).into_response(),
-        };
+        next.run(request).await
     }
 }
 
@@ -206,6 +144,97 @@ enum Failure {
 }
 
 impl Forward {
+    /// Where `request` is served, and the answer of the owner if not here.
+    async fn route(self, mut request: Request) -> Routed {
+        let Some(node) = self.app.node() else {
+            return Routed::Here(request);
+        };
+        let forwarded = from_node(&self.app, request.headers());
+        if forwarded && let Some(report) = request.uri().path().strip_prefix(DELIVERIES) {
+            return Routed::Answered(self.report(report, request.uri().query()));
+        }
+        request.extensions_mut().insert(Relay {
+            parked: Arc::clone(&self.parked),
+            from_node: forwarded,
+        });
+        let Some(id) = self.conversation_of(&request).await else {
+            return Routed::Here(request);
+        };
+        if forwarded {
+            // Sent here as the owner: serve it if this node runs the conversation (or can take
+            // it), else say so, and the sender asks again.
+            self.app.forget_location(&id);
+            return match self.app.locate(&id).await {
+                Ok(Location::Here) => Routed::Here(request),
+                Ok(Location::At(_)) => Routed::Answered(
+                    ApiError::new(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "unavailable",
+                        "This node no longer runs this conversation.",
+                    )
+                    .into_response(),
+                ),
+                Err(error) => Routed::Answered(ApiError::from(error).into_response()),
+            };
+        }
+        let mut location = match self.app.locate(&id).await {
+            Ok(Location::Here) => return Routed::Here(request),
+            Ok(location) => location,
+            Err(error) => return Routed::Answered(ApiError::from(error).into_response()),
+        };
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, self.max_body);
+        let body = match tokio::time::timeout(self.body_timeout, body).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                return Routed::Answered(ApiError::too_large(self.max_body).into_response());
+            }
+            Err(_) => return Routed::Answered(ApiError::body_timeout().into_response()),
+        };
+        // Long enough for a dead owner's lease to run out and the conversation to move.
+        let give_up = tokio::time::Instant::now() + node.lease() * 2 + Duration::from_secs(1);
+        loop {
+            let url = match location {
+                Location::Here => {
+                    return Routed::Here(Request::from_parts(parts, Body::from(body)));
+                }
+                Location::At(url) => url,
+            };
+            match self.send(&parts, body.clone(), &url, node.secret()).await {
+                Ok(response) if response.status() != StatusCode::MISDIRECTED_REQUEST => {
+                    return Routed::Answered(response);
+                }
+                Ok(_) => {}
+                Err(Failure::Unreachable) => {}
+                Err(Failure::Lost) => {
+                    let error = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "The node that runs this conversation went away during the request; \
+                         whether it took effect is unknown. Retry (a send with the same \
+                         client_id is not doubled).",
+                    );
+                    return Routed::Answered(error.into_response());
+                }
+            }
+            self.app.forget_location(&id);
+            if tokio::time::Instant::now() >= give_up {
+                let error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The node that runs this conversation cannot be reached; nothing was \
+                     changed. Retry shortly.",
+                );
+                return Routed::Answered(error.into_response());
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            location = match self.app.locate(&id).await {
+                Ok(location) => location,
+                Err(error) => return Routed::Answered(ApiError::from(error).into_response()),
+            };
+        }
+    }
+
     /// Another node's delivery report: `{id}?delivered=true|false`.
     fn report(&self, id: &str, query: Option<&str>) -> Response {
         let delivered = match query {
