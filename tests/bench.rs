@@ -6,10 +6,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn soak_touches_every_conversation_and_reports_memory() {
+/// Runs `hark bench ARGS --json` (it starts its own server) and returns its one JSON object.
+fn bench_json(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_hark"))
-        .args(["bench", "--soak", "25", "--idle-s", "0", "--json"])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .env_remove("HARK_ADMIN_TOKEN")
         .output()
         .expect("hark bench runs");
@@ -19,7 +21,12 @@ fn soak_touches_every_conversation_and_reports_memory() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn soak_touches_every_conversation_and_reports_memory() {
+    let figures = bench_json(&["--soak", "25", "--idle-s", "0"]);
     assert_eq!(figures["conversations"], 25);
     assert_eq!(figures["failed"], 0);
     for key in [
@@ -34,25 +41,7 @@ fn soak_touches_every_conversation_and_reports_memory() {
 
 #[test]
 fn big_mib_loads_a_long_conversation_and_a_reader_far_behind_starts_at_one() {
-    let output = Command::new(env!("CARGO_BIN_EXE_hark"))
-        .args([
-            "bench",
-            "--big-mib",
-            "2",
-            "--message-chars",
-            "500",
-            "--json",
-        ])
-        .env_remove("HARK_ADMIN_TOKEN")
-        .output()
-        .expect("hark bench runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let figures = bench_json(&["--big-mib", "2", "--message-chars", "500"]);
     // 2 MiB of 500-character messages: more than the default window of 1,000.
     assert_eq!(figures["messages"], 4_195);
     assert_eq!(figures["far_behind_first_seq"], 1);

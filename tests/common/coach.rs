@@ -50,18 +50,5 @@ pub async fn create(server: &TestServer) -> Conversation {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    Conversation {
-        id: created["id"].as_str().unwrap().to_owned(),
-        tokens: created["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    p["token"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect(),
-    }
+    Conversation::from_created(&created)
 }

@@ -155,22 +155,7 @@ impl TestServer {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.unwrap();
-        let tokens = body["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    p["token"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        Conversation {
-            id: body["id"].as_str().unwrap().to_owned(),
-            tokens,
-        }
+        Conversation::from_created(&response.json().await.unwrap())
     }
 
     /// POST an action as `who`; returns (status, body).
@@ -286,6 +271,25 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// From the body of a `201` to `POST /v1/conversations`.
+    pub fn from_created(body: &Value) -> Conversation {
+        let tokens = body["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["token"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        Conversation {
+            id: body["id"].as_str().unwrap().to_owned(),
+            tokens,
+        }
+    }
+
     pub fn token(&self, who: &str) -> &str {
         &self
             .tokens
