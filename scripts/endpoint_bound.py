@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """How much could any endpoint rule catch at 2 chars/s? (issue 16, docs/turn-engine.md)
 
+It also prints, last, how the engine's position-free pause model compares with what a wait
+after a burst's first, second, third and later bubble catches.
+
 Not part of the build or the tests. Needs numpy and scikit-learn (pip install numpy
 scikit-learn). Run from the repository root with ../shared beside it:
 
@@ -23,6 +26,7 @@ ranked above the top half of the "end" bubbles (the ROC curve at a false positiv
 import collections
 import datetime
 import json
+import math
 import sys
 
 import numpy as np
@@ -124,3 +128,41 @@ report("the engine's signals (text, look, index, timing, rhythm)", engine)
 report("the same, and the ones it does not use (*)", list(range(len(NAMES))))
 report("first bubbles only: the engine's signals but index and timing", [1, 2, 3, 4, 5, 7, 8, 9], only_first=True)
 report("first bubbles only: and the ones it does not use (*)", [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13], only_first=True)
+
+# What a wait catches, by position: over typing at 2, 3, 5, 10 chars/s and time scales 0.5, 1, 2
+# (the conditions the engine's priors were fitted on), the share of bubbles that go on and are
+# followed by a pause the cap still covers, against what the engine's position-free pause model
+# (TYPING_PRIOR in turn/endpoint/decide.rs, cut at the time left to the cap) predicts; relative to
+# first bubbles. The engine's pause share scaled by these factors did not change its curve.
+PI, MU, SD = 0.491, 8.99, 1.00  # TYPING_PRIOR
+LAG_MS, CADENCE_MS, PAUSE_MS = LAG * 1000, 400, 1000
+
+
+def survival(t_ms):
+    return 0.5 * math.erfc((math.log(max(t_ms, 1)) - MU) / (SD * math.sqrt(2)))
+
+
+def predicted(cap_left_s):
+    return PI * (survival(LAG_MS) - survival(cap_left_s * 1000 + CADENCE_MS)) / survival(PAUSE_MS) if cap_left_s > LAG else 0.0
+
+
+bursts = [[(ts(m["timestamp"]), len(m["text"])) for m in run]
+          for cid, conv in json.load(open(PATH)).items() if cid[0].lower() not in "cdef"
+          for run in conv["messages"] if run]
+seen_vs_model = collections.defaultdict(lambda: [0.0, 0.0])
+for cps in (2, 3, 5, 10):
+    for scale in (0.5, 1, 2):
+        for burst in bursts:
+            t0 = burst[0][0] * scale
+            for k in range(len(burst) - 1):
+                tk = burst[k][0] * scale
+                start = max(0.0, burst[k + 1][0] * scale - tk - burst[k + 1][1] / cps)
+                cap_left = CAP - (tk - t0)
+                if cap_left <= 0.8:
+                    continue
+                row = seen_vs_model[min(k, 3)]
+                row[0] += LAG < start < cap_left + CADENCE_MS / 1000
+                row[1] += predicted(cap_left)
+first = seen_vs_model[0][0] / seen_vs_model[0][1]
+print("catchable pauses seen against predicted, relative to first bubbles (index 0, 1, 2, 3+):",
+      " / ".join(f"{seen / model / first:.2f}" for seen, model in (seen_vs_model[k] for k in range(4))))
