@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::routes::edge::{Admission, Edge};
+use crate::wire::WireError;
 
 /// Concurrent requests one HTTP/2 connection may carry.
 const MAX_HTTP2_STREAMS: u32 = 16_384;
@@ -475,7 +476,7 @@ fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
     if !text.ends_with("\r\n\r\n") || !text.contains("\r\ncontent-length: 0\r\n") {
         return None;
     }
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let body = serde_json::to_string(&WireError::new(code, message)).ok()?;
     let head = text[..text.len() - 2].replace(
         "\r\ncontent-length: 0\r\n",
         &format!(
@@ -489,6 +490,15 @@ fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
 /// Heads longer than this are never one of hyper's own error answers.
 const ERROR_HEAD_MAX: usize = 256;
 
+/// How every one of hyper's own error answers starts: a cheap test before anything else, since
+/// every small write of every connection passes here.
+const ERROR_HEAD_START: &[u8] = b"HTTP/1.1 4";
+
+/// Whether a write of `len` bytes starting with `first` may be one of hyper's error answers.
+fn may_be_error_head(first: &[u8], len: usize) -> bool {
+    len <= ERROR_HEAD_MAX && first.starts_with(ERROR_HEAD_START)
+}
+
 impl AsyncWrite for Rewound {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -496,7 +506,7 @@ impl AsyncWrite for Rewound {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if self.rewritten.is_none()
-            && buf.len() <= ERROR_HEAD_MAX
+            && may_be_error_head(buf, buf.len())
             && let Some(answer) = with_json_body(buf)
         {
             self.rewritten = Some((answer, 0, buf.len()));
@@ -513,7 +523,12 @@ impl AsyncWrite for Rewound {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if self.rewritten.is_none() && total <= ERROR_HEAD_MAX {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if self.rewritten.is_none() && may_be_error_head(first, total) {
+            // hyper writes a head in one slice; joining is for the rare answer that got here.
             let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             if let Some(answer) = with_json_body(&joined) {
                 self.rewritten = Some((answer, 0, total));
