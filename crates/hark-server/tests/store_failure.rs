@@ -14,13 +14,23 @@ use hark_store::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// SQLite, except that writes fail while `broken` is set.
+/// SQLite, except that writes fail while `broken` is set, and reads of old messages while
+/// `reads_broken` is.
 struct Flaky {
     inner: SqliteStore,
     broken: AtomicBool,
+    reads_broken: AtomicBool,
 }
 
 impl Flaky {
+    fn open(path: std::path::PathBuf) -> Flaky {
+        Flaky {
+            inner: SqliteStore::open(path).unwrap(),
+            broken: AtomicBool::new(false),
+            reads_broken: AtomicBool::new(false),
+        }
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("disk unplugged (test)".into()));
@@ -58,6 +68,9 @@ impl Store for Flaky {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
+        if self.reads_broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("read failed (test)".into()));
+        }
         self.inner.messages_after(c, after, limit).await
     }
     async fn commit(&self, c: &str, effects: Vec<Effect>) -> Result<(), StoreError> {
@@ -109,10 +122,7 @@ async fn post(
 #[tokio::test]
 async fn a_failing_store_answers_unavailable_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky {
-        inner: SqliteStore::open(dir.path().join("t.db")).unwrap(),
-        broken: AtomicBool::new(false),
-    });
+    let store = Arc::new(Flaky::open(dir.path().join("t.db")));
     let shutdown = CancellationToken::new();
     let server = Server::new(store.clone(), ServerConfig::default(), shutdown.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -182,6 +192,78 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
         sent["result"]["message"]["seq"], 2,
         "no seq was burnt by the failure"
     );
+
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+}
+
+/// A participant far behind a small log window needs old messages read from the store before
+/// its request: if that read fails it gets 503 and nothing moves; once reads work again it gets
+/// them all, in order, none skipped.
+#[tokio::test]
+async fn a_failing_read_of_old_messages_answers_unavailable_and_skips_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Flaky::open(dir.path().join("t.db")));
+    let mut config = ServerConfig::default();
+    config.limits.log_window_messages = 2;
+    config.limits.max_incoming = 2;
+    let shutdown = CancellationToken::new();
+    let server = Server::new(store.clone(), config, shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(server.serve(listener));
+    let client = reqwest::Client::new();
+
+    let (_, created) = post(
+        &client,
+        format!("{base}/v1/conversations"),
+        None,
+        json!({
+            "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+        }),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = |i: usize| {
+        created["participants"][i]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (alice, bob) = (token(0), token(1));
+    let act = |action: &str| format!("{base}/v1/conversations/{id}/{action}");
+    for n in 1..=7 {
+        let (status, _) = post(
+            &client,
+            act("send"),
+            Some(&alice),
+            json!({"text": format!("a{n}")}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    store.reads_broken.store(true, Ordering::SeqCst);
+    let (status, body) = post(&client, act("preview"), Some(&bob), json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    store.reads_broken.store(false, Ordering::SeqCst);
+
+    let mut heard = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = post(&client, act("preview"), Some(&bob), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        heard.extend(
+            body["incoming"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(heard, ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]);
 
     shutdown.cancel();
     serving.await.unwrap().unwrap();

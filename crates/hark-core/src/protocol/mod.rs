@@ -252,14 +252,17 @@ impl Conversation {
     }
 
     /// What `who`'s next request (`action`) may need from before the window: the driver reads
-    /// it from the store and gives it with [`Conversation::handle_recalled`] before
-    /// [`Conversation::handle_request`]. Empty for a participant that kept up.
+    /// it from the store, gives it with [`Conversation::handle_recalled`] and asks again, until
+    /// nothing more is named; then it calls [`Conversation::handle_request`]. Empty for a
+    /// participant that kept up.
     ///
     /// A result starts at the participant's `handed` position, or, after a rollback inside the
     /// request (a held push, a client's report of a lost result, too many unconfirmed results),
-    /// at one of its unconfirmed results' starting points; from each such start it needs at most
-    /// `max_incoming` messages of others and one more. A run of its own messages longer than that
-    /// ends the result early with `more_incoming`, so every result still moves forward.
+    /// at one of its unconfirmed results' starting points; from each such start it needs the
+    /// messages up to the `max_incoming + 1`-th from someone else. How many of the
+    /// participant's own messages lie in between is known only once they are read, so each
+    /// round names the next run of at most that many messages after what was read already; a
+    /// participant's own run of any length costs more rounds, never a result with nothing in it.
     pub fn recall_for(&self, who: &ParticipantName, action: &Action) -> Recall {
         let mut recall = Recall::default();
         let Some(me) = self.index_of(who) else {
@@ -272,19 +275,19 @@ impl Conversation {
             .iter()
             .map(|h| h.before.max(participant.cursor))
             .chain([participant.handed])
-            .filter(|&start| start < base && self.log.prefix().others_after(who, start))
+            .filter(|&start| start < base)
             .collect();
         starts.sort_unstable();
         starts.dedup();
-        let span = self.limits.max_incoming as u64 + 1;
-        for start in starts {
-            let end = start.saturating_add(span).min(base);
+        for (start, limit) in starts.into_iter().filter_map(|s| self.unread_run(who, s)) {
             match recall.runs.last_mut() {
-                // Overlapping or adjacent runs become one.
-                Some((after, limit)) if *after + *limit as u64 >= start => {
-                    *limit = (end.max(*after + *limit as u64) - *after) as usize;
+                // Overlapping or adjacent runs become one (starts only grow: a later start walks
+                // over what an earlier one walked over).
+                Some((after, run)) if *after + *run as u64 >= start => {
+                    let end = (start + limit as u64).max(*after + *run as u64);
+                    *run = (end - *after) as usize;
                 }
-                _ => recall.runs.push((start, (end - start) as usize)),
+                _ => recall.runs.push((start, limit)),
             }
         }
         let client_id = match action {
@@ -294,17 +297,53 @@ impl Conversation {
         if let Some(client_id) = client_id
             && base > 0
             && !self.client_ids.contains_key(&(me, client_id.clone()))
+            && !self.log.client_id_was_asked(client_id)
         {
             recall.client_id = Some(client_id.clone());
         }
         recall
     }
 
-    /// Messages from before the window that the driver read for [`Conversation::recall_for`]
-    /// (the runs asked for, and the message of the client id if the store had one). They are
-    /// kept until the next request has been handled.
-    pub fn handle_recalled(&mut self, messages: Vec<Message>) {
-        self.log.recall(messages);
+    /// The next run to read for a result of `who` starting after `start`: `(after, limit)`, or
+    /// `None` once what is in memory reaches the window or `max_incoming + 1` messages of others.
+    fn unread_run(&self, who: &ParticipantName, start: u64) -> Option<(u64, usize)> {
+        let base = self.log.base();
+        let wanted = self.limits.max_incoming + 1;
+        let mut others = 0;
+        let mut seq = start;
+        while seq < base && self.log.prefix().others_after(who, seq) {
+            match self.log.get(seq + 1) {
+                Some(message) => {
+                    if &message.from != who {
+                        others += 1;
+                        if others == wanted {
+                            return None;
+                        }
+                    }
+                }
+                // Read already and not there: the store lost it; the result stops here.
+                None if self.log.was_asked(seq + 1) => return None,
+                None => {
+                    let limit = ((wanted - others) as u64).min(base - seq);
+                    return Some((seq, limit as usize));
+                }
+            }
+            seq += 1;
+        }
+        None
+    }
+
+    /// Messages from before the window that the driver read for `recall` (the runs it named,
+    /// and the message of the client id if the store had one). They are kept until the request
+    /// has been handled.
+    pub fn handle_recalled(&mut self, recall: &Recall, messages: Vec<Message>) {
+        self.log.recall(recall, messages);
+    }
+
+    /// The driver could not read what [`Conversation::recall_for`] named (the store failed) and
+    /// will not hand the request in: what was recalled for it is forgotten.
+    pub fn handle_recall_failed(&mut self) {
+        self.log.forget_recalled();
     }
 
     /// The effects output so far are durable: messages beyond the window's size may leave it.

@@ -10,8 +10,10 @@
 //! - an idempotent push whose `client_id` is not in the window: the original message, if any.
 //!
 //! Before a request, [`Conversation::recall_for`] names what the request may need; the driver
-//! reads it from the store and gives it with [`Conversation::handle_recalled`]; the machine
-//! forgets it once the request is handled. Everything else is answered from [`LogPrefix`], two
+//! reads it from the store and gives it with [`Conversation::handle_recalled`], and asks again
+//! until nothing more is named (a run of the participant's own messages may be longer than one
+//! read, and only once it is read does the machine know where it ends); the machine forgets it
+//! all once the request is handled. Everything else is answered from [`LogPrefix`], two
 //! numbers that say whether someone other than a given participant wrote before the window after
 //! a given seq: the push gate and `check` never need the old messages themselves.
 //!
@@ -95,6 +97,11 @@ pub(super) struct Log {
     prefix: LogPrefix,
     /// Messages before the window, given for the request in hand.
     recalled: BTreeMap<u64, Arc<Message>>,
+    /// Ranges `(after, up_to]` already read for the request in hand: a seq in one of them that
+    /// is not in `recalled` is not in the store either, and is not asked for again.
+    asked: Vec<(u64, u64)>,
+    /// The client id already looked up for the request in hand.
+    asked_client_id: Option<String>,
     /// Messages the window keeps once a batch is committed.
     capacity: usize,
 }
@@ -105,6 +112,8 @@ impl Log {
             window: VecDeque::new(),
             prefix: LogPrefix::default(),
             recalled: BTreeMap::new(),
+            asked: Vec::new(),
+            asked_client_id: None,
             capacity,
         }
     }
@@ -167,8 +176,18 @@ impl Log {
         dropped
     }
 
-    /// Keeps recalled messages (those before the window) for the request in hand.
-    pub(super) fn recall(&mut self, messages: Vec<Message>) {
+    /// Keeps recalled messages (those before the window) for the request in hand, and what was
+    /// asked for them.
+    pub(super) fn recall(&mut self, recall: &Recall, messages: Vec<Message>) {
+        self.asked.extend(
+            recall
+                .runs
+                .iter()
+                .map(|&(after, limit)| (after, after.saturating_add(limit as u64))),
+        );
+        if let Some(client_id) = &recall.client_id {
+            self.asked_client_id = Some(client_id.clone());
+        }
         for message in messages {
             if message.seq <= self.prefix.seq {
                 self.recalled.insert(message.seq, Arc::new(message));
@@ -187,7 +206,21 @@ impl Log {
             .find(|m| &m.from == name && m.client_id.as_deref() == Some(client_id))
     }
 
+    /// Whether `seq` was in a run already read for the request in hand.
+    pub(super) fn was_asked(&self, seq: u64) -> bool {
+        self.asked
+            .iter()
+            .any(|&(after, up_to)| after < seq && seq <= up_to)
+    }
+
+    /// Whether `client_id` was already looked up for the request in hand.
+    pub(super) fn client_id_was_asked(&self, client_id: &str) -> bool {
+        self.asked_client_id.as_deref() == Some(client_id)
+    }
+
     pub(super) fn forget_recalled(&mut self) {
         self.recalled.clear();
+        self.asked.clear();
+        self.asked_client_id = None;
     }
 }

@@ -629,13 +629,18 @@ impl Task {
                 reply,
             } => {
                 // A participant that was away, or an old client id, may need messages from
-                // before the window: read them first (they are all committed).
-                let recall = self.conversation.recall_for(&who, &action);
-                if !recall.is_empty() {
-                    match self.recall(&who, recall).await {
-                        Ok(messages) => self.conversation.handle_recalled(messages),
+                // before the window: read them first (they are all committed), round after
+                // round until the machine names nothing more.
+                loop {
+                    let recall = self.conversation.recall_for(&who, &action);
+                    if recall.is_empty() {
+                        break;
+                    }
+                    match self.recall(&who, &recall).await {
+                        Ok(messages) => self.conversation.handle_recalled(&recall, messages),
                         Err(error) => {
                             tracing::warn!(%error, "cannot read older messages from the store");
+                            self.conversation.handle_recall_failed();
                             let _ = reply.send(Err(ActError::Unavailable));
                             return true;
                         }
@@ -702,16 +707,16 @@ impl Task {
     async fn recall(
         &self,
         who: &ParticipantName,
-        recall: Recall,
+        recall: &Recall,
     ) -> Result<Vec<Message>, StoreError> {
         let mut messages = Vec::new();
-        for (after, limit) in recall.runs {
+        for &(after, limit) in &recall.runs {
             messages.extend(self.store.messages_after(&self.id, after, limit).await?);
         }
-        if let Some(client_id) = recall.client_id
+        if let Some(client_id) = &recall.client_id
             && let Some(original) = self
                 .store
-                .message_by_client_id(&self.id, who, &client_id)
+                .message_by_client_id(&self.id, who, client_id)
                 .await?
         {
             messages.push(original);
