@@ -119,64 +119,97 @@ async fn post(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// A server on a [`Flaky`] store with one conversation of alice (a person) and bob (a model).
+struct Fixture {
+    store: Arc<Flaky>,
+    client: reqwest::Client,
+    base: String,
+    id: String,
+    alice: String,
+    bob: String,
+    shutdown: CancellationToken,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Fixture {
+    async fn start(dir: &std::path::Path, config: ServerConfig) -> Fixture {
+        let store = Arc::new(Flaky::open(dir.join("t.db")));
+        let shutdown = CancellationToken::new();
+        let server = Server::new(store.clone(), config, shutdown.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let serving = tokio::spawn(server.serve(listener));
+        let client = reqwest::Client::new();
+        let (_, created) = post(
+            &client,
+            format!("{base}/v1/conversations"),
+            None,
+            json!({
+                "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
+            }),
+        )
+        .await;
+        let token = |i: usize| {
+            created["participants"][i]["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        Fixture {
+            id: created["id"].as_str().unwrap().to_owned(),
+            alice: token(0),
+            bob: token(1),
+            store,
+            client,
+            base,
+            shutdown,
+            serving,
+        }
+    }
+
+    /// Posts `body` to the conversation's `action` route with `token`.
+    async fn act(&self, action: &str, token: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}/v1/conversations/{}/{action}", self.base, self.id);
+        post(&self.client, url, Some(token), body).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_failing_store_answers_unavailable_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky::open(dir.path().join("t.db")));
-    let shutdown = CancellationToken::new();
-    let server = Server::new(store.clone(), ServerConfig::default(), shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let serving = tokio::spawn(server.serve(listener));
-    let client = reqwest::Client::new();
+    let f = Fixture::start(dir.path(), ServerConfig::default()).await;
 
-    let (_, created) = post(
-        &client,
-        format!("{base}/v1/conversations"),
-        None,
-        json!({
-            "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
-        }),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let alice = created["participants"][0]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bob = created["participants"][1]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let act = |action: &str| format!("{base}/v1/conversations/{id}/{action}");
-
-    let (status, _) = post(
-        &client,
-        act("append"),
-        Some(&bob),
-        json!({"text": "draft "}),
-    )
-    .await;
+    let (status, _) = f.act("append", &f.bob, json!({"text": "draft "})).await;
     assert_eq!(status, 200);
-    let (status, _) = post(&client, act("send"), Some(&alice), json!({"text": "kept"})).await;
+    let (status, _) = f.act("send", &f.alice, json!({"text": "kept"})).await;
     assert_eq!(status, 200);
 
-    store.broken.store(true, Ordering::SeqCst);
-    let (status, body) = post(&client, act("send"), Some(&alice), json!({"text": "lost?"})).await;
+    f.store.broken.store(true, Ordering::SeqCst);
+    let (status, body) = f.act("send", &f.alice, json!({"text": "lost?"})).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "unavailable");
-    let (status, body) = post(&client, act("append"), Some(&bob), json!({"text": "more"})).await;
+    let (status, body) = f.act("append", &f.bob, json!({"text": "more"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("unavailable"))
     );
-    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    let health = f
+        .client
+        .get(format!("{}/healthz", f.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 503);
 
-    store.broken.store(false, Ordering::SeqCst);
+    f.store.broken.store(false, Ordering::SeqCst);
     // Nothing of the failed calls took effect: bob's draft is as it was, and the message that
     // was refused does not exist; bob's cursor did not move, so "kept" is still handed over.
-    let (status, preview) = post(&client, act("preview"), Some(&bob), json!({})).await;
+    let (status, preview) = f.act("preview", &f.bob, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(preview["result"]["text"], "draft ");
     let incoming: Vec<&str> = preview["incoming"]
@@ -186,15 +219,14 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(incoming, ["kept"]);
-    let (status, sent) = post(&client, act("send"), Some(&alice), json!({"text": "after"})).await;
+    let (status, sent) = f.act("send", &f.alice, json!({"text": "after"})).await;
     assert_eq!(status, 200);
     assert_eq!(
         sent["result"]["message"]["seq"], 2,
         "no seq was burnt by the failure"
     );
 
-    shutdown.cancel();
-    serving.await.unwrap().unwrap();
+    f.stop().await;
 }
 
 /// A participant far behind a small log window needs old messages read from the store before
@@ -203,57 +235,28 @@ async fn a_failing_store_answers_unavailable_and_loses_nothing() {
 #[tokio::test]
 async fn a_failing_read_of_old_messages_answers_unavailable_and_skips_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky::open(dir.path().join("t.db")));
     let mut config = ServerConfig::default();
     config.limits.log_window_messages = 2;
     config.limits.max_incoming = 2;
-    let shutdown = CancellationToken::new();
-    let server = Server::new(store.clone(), config, shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let serving = tokio::spawn(server.serve(listener));
-    let client = reqwest::Client::new();
-
-    let (_, created) = post(
-        &client,
-        format!("{base}/v1/conversations"),
-        None,
-        json!({
-            "participants": [{"name": "alice", "kind": "human"}, {"name": "bob", "kind": "agent"}]
-        }),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let token = |i: usize| {
-        created["participants"][i]["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (alice, bob) = (token(0), token(1));
-    let act = |action: &str| format!("{base}/v1/conversations/{id}/{action}");
+    let f = Fixture::start(dir.path(), config).await;
     for n in 1..=7 {
-        let (status, _) = post(
-            &client,
-            act("send"),
-            Some(&alice),
-            json!({"text": format!("a{n}")}),
-        )
-        .await;
+        let (status, _) = f
+            .act("send", &f.alice, json!({"text": format!("a{n}")}))
+            .await;
         assert_eq!(status, 200);
     }
 
-    store.reads_broken.store(true, Ordering::SeqCst);
-    let (status, body) = post(&client, act("preview"), Some(&bob), json!({})).await;
+    f.store.reads_broken.store(true, Ordering::SeqCst);
+    let (status, body) = f.act("preview", &f.bob, json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("unavailable"))
     );
-    store.reads_broken.store(false, Ordering::SeqCst);
+    f.store.reads_broken.store(false, Ordering::SeqCst);
 
     let mut heard = Vec::new();
     for _ in 0..4 {
-        let (status, body) = post(&client, act("preview"), Some(&bob), json!({})).await;
+        let (status, body) = f.act("preview", &f.bob, json!({})).await;
         assert_eq!(status, 200, "{body}");
         heard.extend(
             body["incoming"]
@@ -265,6 +268,5 @@ async fn a_failing_read_of_old_messages_answers_unavailable_and_skips_nothing() 
     }
     assert_eq!(heard, ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]);
 
-    shutdown.cancel();
-    serving.await.unwrap().unwrap();
+    f.stop().await;
 }
