@@ -1,12 +1,16 @@
 //! Arbitrary sequences of actions, timeouts, participants and result fates (delivered, lost,
 //! confirmed by the client) against the protocol core: it never panics, and after every step its
-//! invariants hold.
+//! invariants hold. Half the inputs run with a log window of one to four messages and a driver
+//! that commits at once and recalls what each request needs from its own store, as the server
+//! does: the recall rounds end, and a held push always shows what it waits for.
 #![no_main]
 
 use arbitrary::Arbitrary;
+use std::sync::Arc;
+
 use hark_core::protocol::{
-    Action, AttachmentRef, Confirm, Conversation, Limits, Output, ParticipantKind, ParticipantName,
-    RequestId,
+    Action, ActionResult, AttachmentRef, Confirm, Conversation, Effect, Limits, Message, Output,
+    ParticipantKind, ParticipantName, RequestId,
 };
 use hark_core::time::Millis;
 use libfuzzer_sys::fuzz_target;
@@ -56,11 +60,55 @@ enum FuzzAction {
     },
 }
 
-fuzz_target!(|steps: Vec<Step>| {
+/// What a driver does before a request: read what the machine names from before the window,
+/// round after round, until it names nothing more.
+fn recall(
+    conversation: &mut Conversation,
+    store: &[Arc<Message>],
+    who: &ParticipantName,
+    action: &Action,
+) {
+    for round in 0.. {
+        let recall = conversation.recall_for(who, action);
+        if recall.is_empty() {
+            return;
+        }
+        assert!(round <= store.len(), "recall rounds never end: {recall:?}");
+        let mut recalled = Vec::new();
+        for &(after, limit) in &recall.runs {
+            assert!(limit > 0 && after + limit as u64 <= conversation.window_base());
+            recalled.extend(
+                store
+                    .iter()
+                    .skip(after as usize)
+                    .take(limit)
+                    .map(|m| (**m).clone()),
+            );
+        }
+        if let Some(client_id) = &recall.client_id {
+            recalled.extend(
+                store
+                    .iter()
+                    .find(|m| &m.from == who && m.client_id.as_ref() == Some(client_id))
+                    .map(|m| (**m).clone()),
+            );
+        }
+        conversation.handle_recalled(&recall, recalled);
+    }
+}
+
+fuzz_target!(|input: (u8, Vec<Step>)| {
+    let (window, steps) = input;
+    let windowed = window < 128;
     let limits = Limits {
         max_append_chars: 16,
         max_draft_chars: 40,
         max_incoming: 3,
+        log_window_messages: if windowed {
+            1 + usize::from(window % 4)
+        } else {
+            Limits::default().log_window_messages
+        },
         ..Limits::default()
     };
     let mut conversation = Conversation::new("f", limits.clone());
@@ -74,6 +122,8 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut request = 0;
     let mut replies = 0usize;
     let mut waiting: Vec<RequestId> = Vec::new();
+    // The store: every message inserted, committed at once.
+    let mut store: Vec<Arc<Message>> = Vec::new();
     for step in steps {
         match step {
             Step::Act {
@@ -116,6 +166,9 @@ fuzz_target!(|steps: Vec<Step>| {
                     Some(received) => Confirm::Client { received },
                     None => Confirm::Transport,
                 };
+                if windowed {
+                    recall(&mut conversation, &store, &who, &action);
+                }
                 conversation.handle_request(Millis(now), RequestId(request), &who, action, confirm);
             }
             Step::Fate { index, delivered } => {
@@ -142,7 +195,18 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             Step::Shutdown => conversation.handle_shutdown(Millis(now)),
         }
+        let mut outputs = Vec::new();
         while let Some(output) = conversation.poll_output() {
+            if let Output::Persist(Effect::InsertMessage(message)) = &output {
+                assert_eq!(message.seq, store.len() as u64 + 1);
+                store.push(Arc::clone(message));
+            }
+            outputs.push(output);
+        }
+        if windowed {
+            conversation.handle_committed();
+        }
+        for output in outputs {
             if let Output::Reply {
                 request,
                 reply: Ok(envelope),
@@ -157,10 +221,22 @@ fuzz_target!(|steps: Vec<Step>| {
                 assert!(envelope.draft.chars <= limits.max_draft_chars);
                 assert!(envelope.incoming.len() <= limits.max_incoming);
                 assert!(envelope.incoming.windows(2).all(|w| w[0].seq < w[1].seq));
+                if matches!(envelope.result, ActionResult::Held { .. }) {
+                    assert!(
+                        !envelope.incoming.is_empty(),
+                        "a push held with nothing to read"
+                    );
+                }
             }
         }
         let log = conversation.messages_after(0, usize::MAX);
-        assert!(log.iter().enumerate().all(|(i, m)| m.seq == i as u64 + 1));
+        let base = conversation.window_base();
+        assert!(
+            log.iter()
+                .enumerate()
+                .all(|(i, m)| m.seq == base + i as u64 + 1)
+        );
+        assert_eq!(base + log.len() as u64, store.len() as u64);
         for receipt in conversation.receipts() {
             assert!(receipt.read_up_to <= conversation.last_seq());
         }
