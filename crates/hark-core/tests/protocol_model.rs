@@ -8,6 +8,7 @@
 //! move past them, and a push must be held until they have arrived. Those guarantees are also
 //! checked from the system's outputs alone, against what each client really received.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hark_core::protocol::*;
@@ -439,7 +440,7 @@ prop_state_machine! {
 }
 
 /// What happens to a result on its way to the client.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
     Delivered,
     Lost,
@@ -468,7 +469,7 @@ fn race() -> impl Strategy<Value = Race> {
         2 => Just(Fate::Later),
     ];
     prop_oneof![
-        3 => (0..3usize, 0..6u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
+        3 => (0..3usize, 0..7u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
         1 => (0..8usize, any::<bool>()).prop_map(|(index, delivered)| Race::Settle { index, delivered }),
     ]
 }
@@ -481,7 +482,21 @@ struct Clients {
     store: Vec<Arc<Message>>,
     received: [Vec<u64>; 3],
     in_flight: Vec<(RequestId, usize, Vec<u64>)>,
+    /// `check` calls waiting for their answer: who asked, and the fate of the answer.
+    checks: HashMap<RequestId, (usize, Fate)>,
     next: u64,
+}
+
+/// A request being handled, and what its reply is judged against.
+struct Asked {
+    request: RequestId,
+    who: usize,
+    fate: Fate,
+    /// A forced push or a send: not gated.
+    forced: bool,
+    client_id: Option<String>,
+    /// Messages in the store before the request.
+    stored_before: u64,
 }
 
 impl Clients {
@@ -503,6 +518,7 @@ impl Clients {
             store: Vec::new(),
             received: Default::default(),
             in_flight: Vec::new(),
+            checks: HashMap::new(),
             next: 0,
         }
     }
@@ -511,19 +527,56 @@ impl Clients {
         self.next += 1;
         let request = RequestId(self.next);
         let now = Millis(self.next);
-        let forced = matches!(
-            action,
-            Action::Push { force: true, .. } | Action::Send { .. }
-        );
-        let client_id = match &action {
-            Action::Send { client_id, .. } => client_id.clone(),
-            _ => None,
+        // Time passes: checks whose time is up answer.
+        self.conversation.handle_timeout(now);
+        self.pump(None)?;
+        let asked = Asked {
+            request,
+            who,
+            fate,
+            forced: matches!(
+                action,
+                Action::Push { force: true, .. } | Action::Send { .. }
+            ),
+            client_id: match &action {
+                Action::Send { client_id, .. } => client_id.clone(),
+                _ => None,
+            },
+            stored_before: self.store.len() as u64,
         };
-        let stored_before = self.store.len() as u64;
-        // What a driver does: read what the request needs from before the window, round after
-        // round until nothing more is named.
+        let check = matches!(action, Action::Check { .. });
+        // What a driver does: read what the request needs from before the window.
+        let name = self.names[who].clone();
+        self.recall(who, |c| c.recall_for(&name, &action))?;
+        self.conversation.handle_request(
+            now,
+            request,
+            &self.names[who],
+            action,
+            Confirm::Transport,
+        );
+        let answered = self.pump(Some(&asked))?;
+        if check && !answered {
+            if matches!(fate, Fate::Lost) {
+                // The caller went away while it waited: the check is withdrawn, unanswered.
+                self.lose(who, request)?;
+                self.pump(None)?;
+            } else {
+                self.checks.insert(request, (who, fate));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads from the store what `next` names for `who`, round after round until it names
+    /// nothing more, as a driver does before a request or a report of a lost result.
+    fn recall(
+        &mut self,
+        who: usize,
+        next: impl Fn(&Conversation) -> Recall,
+    ) -> Result<(), TestCaseError> {
         for round in 0.. {
-            let recall = self.conversation.recall_for(&self.names[who], &action);
+            let recall = next(&self.conversation);
             if recall.is_empty() {
                 break;
             }
@@ -549,84 +602,136 @@ impl Clients {
                 recalled.into_iter().map(|m| (**m).clone()).collect(),
             );
         }
-        self.conversation.handle_request(
-            now,
-            request,
-            &self.names[who],
-            action,
-            Confirm::Transport,
-        );
-        let mut outputs = Vec::new();
-        while let Some(output) = self.conversation.poll_output() {
-            if let Output::Persist(Effect::InsertMessage(message)) = &output {
-                prop_assert_eq!(message.seq, self.store.len() as u64 + 1);
-                self.store.push(Arc::clone(message));
-            }
-            outputs.push(output);
-        }
-        // Committed at once.
-        self.conversation.handle_committed();
-        for output in outputs {
-            let Output::Reply {
-                request: r,
-                reply: Ok(envelope),
-                confirm,
-            } = output
-            else {
-                continue;
-            };
-            prop_assert_eq!(r, request);
-            if let (Some(client_id), ActionResult::Sent { message, duplicate }) =
-                (&client_id, &envelope.result)
-            {
-                // Idempotent also for a key older than the window: the original, or new.
-                let original = self
-                    .store
-                    .iter()
-                    .find(|m| m.from == self.names[who] && m.client_id.as_ref() == Some(client_id));
-                prop_assert_eq!(original.map(|m| m.seq), Some(message.seq));
-                prop_assert_eq!(*duplicate, message.seq <= stored_before);
-            }
-            let seqs: Vec<u64> = envelope.incoming.iter().map(|m| m.seq).collect();
-            if matches!(envelope.result, ActionResult::Held { .. }) {
-                // A hold shows what it waits for, also messages of results still in flight.
-                prop_assert!(!seqs.is_empty(), "a push was held with nothing to read");
-            }
-            if let ActionResult::Sent {
-                message,
-                duplicate: false,
-            } = &envelope.result
-                && !forced
-            {
-                // The gate: nothing from someone else before the new message is unreceived.
-                for m in &self.store[..message.seq as usize - 1] {
-                    prop_assert!(
-                        m.from == self.names[who] || self.received[who].contains(&m.seq),
-                        "{} pushed past message {} it never received",
-                        self.names[who],
-                        m.seq
-                    );
+        Ok(())
+    }
+
+    /// Reports `who`'s `request` lost, after reading what the answer of its waiting check may
+    /// need.
+    fn lose(&mut self, who: usize, request: RequestId) -> Result<(), TestCaseError> {
+        self.recall(who, |c| c.recall_for_lost(request))?;
+        self.conversation.handle_lost(Millis(self.next), request);
+        Ok(())
+    }
+
+    /// Drains the machine's outputs: messages go to the store (committed at once), replies to
+    /// their clients, which may report their fate and so produce more outputs (a lost result
+    /// wakes a waiting check). `asked`: the request being handled, whose reply is judged here.
+    /// Returns whether it was answered.
+    fn pump(&mut self, asked: Option<&Asked>) -> Result<bool, TestCaseError> {
+        let mut answered = false;
+        loop {
+            let mut replies = Vec::new();
+            while let Some(output) = self.conversation.poll_output() {
+                match output {
+                    Output::Persist(Effect::InsertMessage(message)) => {
+                        prop_assert_eq!(message.seq, self.store.len() as u64 + 1);
+                        self.store.push(message);
+                    }
+                    Output::Reply {
+                        request,
+                        reply,
+                        confirm,
+                    } => replies.push((request, reply, confirm)),
+                    _ => {}
                 }
             }
-            if !confirm {
-                self.received[who].extend(seqs);
-                continue;
+            self.conversation.handle_committed();
+            if replies.is_empty() {
+                return Ok(answered);
             }
-            match fate {
-                Fate::Delivered => {
+            for (request, reply, confirm) in replies {
+                let (who, fate) = match asked {
+                    Some(asked) if asked.request == request => {
+                        answered = true;
+                        let Ok(envelope) = &reply else {
+                            continue;
+                        };
+                        self.judge(asked, envelope)?;
+                        (asked.who, asked.fate)
+                    }
+                    _ => {
+                        let waiting = self.checks.remove(&request);
+                        prop_assert!(waiting.is_some(), "a reply to no request: {request:?}");
+                        let check = matches!(
+                            reply,
+                            Ok(Envelope {
+                                result: ActionResult::Check { .. },
+                                ..
+                            })
+                        );
+                        prop_assert!(check, "a late reply that is not a check's");
+                        waiting.unwrap()
+                    }
+                };
+                let Ok(envelope) = reply else {
+                    continue;
+                };
+                // Also a check woken by a lost result whose start lies before the window.
+                prop_assert!(
+                    !envelope.more_incoming || !envelope.incoming.is_empty(),
+                    "a result says more is waiting and carries nothing"
+                );
+                let seqs: Vec<u64> = envelope.incoming.iter().map(|m| m.seq).collect();
+                let now = Millis(self.next);
+                if !confirm {
                     self.received[who].extend(seqs);
-                    self.conversation.handle_delivered(now, request);
+                    continue;
                 }
-                Fate::Lost => self.conversation.handle_lost(now, request),
-                Fate::Later => self.in_flight.push((request, who, seqs)),
+                match fate {
+                    Fate::Delivered => {
+                        self.received[who].extend(seqs);
+                        self.conversation.handle_delivered(now, request);
+                    }
+                    Fate::Lost => self.lose(who, request)?,
+                    Fate::Later => self.in_flight.push((request, who, seqs)),
+                }
+            }
+        }
+    }
+
+    /// Checks the reply to `asked` against what its client really received before it.
+    fn judge(&self, asked: &Asked, envelope: &Envelope) -> Result<(), TestCaseError> {
+        let who = asked.who;
+        if let (Some(client_id), ActionResult::Sent { message, duplicate }) =
+            (&asked.client_id, &envelope.result)
+        {
+            // Idempotent also for a key older than the window: the original, or new.
+            let original = self
+                .store
+                .iter()
+                .find(|m| m.from == self.names[who] && m.client_id.as_ref() == Some(client_id));
+            prop_assert_eq!(original.map(|m| m.seq), Some(message.seq));
+            prop_assert_eq!(*duplicate, message.seq <= asked.stored_before);
+        }
+        if matches!(envelope.result, ActionResult::Held { .. }) {
+            // A hold shows what it waits for, also messages of results still in flight.
+            prop_assert!(
+                !envelope.incoming.is_empty(),
+                "a push was held with nothing to read"
+            );
+        }
+        if let ActionResult::Sent {
+            message,
+            duplicate: false,
+        } = &envelope.result
+            && !asked.forced
+        {
+            // The gate: nothing from someone else before the new message is unreceived.
+            for m in &self.store[..message.seq as usize - 1] {
+                prop_assert!(
+                    m.from == self.names[who] || self.received[who].contains(&m.seq),
+                    "{} pushed past message {} it never received",
+                    self.names[who],
+                    m.seq
+                );
             }
         }
         Ok(())
     }
 
-    fn settle(&mut self, index: usize, delivered: bool) {
+    fn settle(&mut self, index: usize, delivered: bool) -> Result<(), TestCaseError> {
         if self.in_flight.is_empty() {
-            return;
+            return Ok(());
         }
         let (request, who, seqs) = self.in_flight.remove(index % self.in_flight.len());
         if delivered {
@@ -634,9 +739,9 @@ impl Clients {
             self.conversation
                 .handle_delivered(Millis(self.next), request);
         } else {
-            self.conversation.handle_lost(Millis(self.next), request);
+            self.lose(who, request)?;
         }
-        while self.conversation.poll_output().is_some() {}
+        self.pump(None).map(drop)
     }
 
     /// No read receipt passes a message from someone else that its participant never received.
@@ -658,10 +763,11 @@ impl Clients {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// Results delivered late, out of order or never, with actions running meanwhile: judged only
-    /// by what each client really received. Nothing is handed to nobody (a read receipt or a
-    /// non-forced push never passes a message the participant did not receive), and nothing is
-    /// lost (once every result arrives, every message has reached everyone).
+    /// Results delivered late, out of order or never, with actions (also waiting `check` calls)
+    /// running meanwhile: judged only by what each client really received. Nothing is handed to
+    /// nobody (a read receipt or a non-forced push never passes a message the participant did
+    /// not receive), and nothing is lost (once every result arrives, every message has reached
+    /// everyone).
     #[test]
     fn hand_over_holds_when_results_are_lost_or_late(races in proptest::collection::vec(race(), 1..80)) {
         races_hold(races, Limits::default().log_window_messages)?;
@@ -764,24 +870,32 @@ fn races_hold(races: Vec<Race>, window: usize) -> Result<(), TestCaseError> {
                             client_id: Some(format!("k{}", c.next % 5)),
                             attachment: None,
                         },
-                        _ => {
+                        5 => {
                             // A client that reads from the event stream has received what it
                             // says it read.
                             let up_to = c.conversation.last_seq();
                             c.received[who].extend(1..=up_to);
                             Action::Read { up_to }
                         }
+                        // Waits for news, at most three steps: woken by a message, by a lost
+                        // result of its participant, or by its time running out.
+                        _ => Action::Check {
+                            timeout_ms: Some(3),
+                        },
                     };
                     c.act(who, action, fate)?;
                 }
-                Race::Settle { index, delivered } => c.settle(index, delivered),
+                Race::Settle { index, delivered } => c.settle(index, delivered)?,
             }
             c.check_receipts()?;
         }
-        // Everything in flight arrives, then each participant asks until nothing more comes:
-        // every message from someone else has reached it.
+        // Every waiting check answers, everything in flight arrives, then each participant asks
+        // until nothing more comes: every message from someone else has reached it.
+        c.conversation.handle_timeout(Millis(u64::MAX / 2));
+        c.pump(None)?;
+        prop_assert!(c.checks.is_empty());
         while !c.in_flight.is_empty() {
-            c.settle(0, true);
+            c.settle(0, true)?;
         }
         for who in 0..3 {
             for _ in 0..=c.conversation.last_seq() {

@@ -28,12 +28,12 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(ServerConfig::default()).await
+}
+
+async fn fixture_with(config: ServerConfig) -> Fixture {
     let shutdown = CancellationToken::new();
-    let server = Server::new(
-        Arc::new(MemoryStore::new()),
-        ServerConfig::default(),
-        shutdown.clone(),
-    );
+    let server = Server::new(Arc::new(MemoryStore::new()), config, shutdown.clone());
     let router = server.router();
     let created = body_json(
         call(
@@ -150,6 +150,37 @@ async fn an_http_answer_dropped_unread_hands_its_messages_over_again() {
     let sent = body_json(f.act(&f.bob, "push", json!({})).await).await;
     assert_eq!(sent["result"]["status"], "sent", "{sent}");
     assert!(seqs(&sent).is_empty(), "{sent}");
+}
+
+/// A result lost after its participant wrote more than the log window holds: the `check` that
+/// the rollback wakes starts before the window, so the conversation reads what the answer needs
+/// from the store first, and the answer carries the message again (not an empty "more").
+#[tokio::test]
+async fn a_check_woken_by_a_lost_result_before_the_window_carries_its_messages() {
+    let mut config = ServerConfig::default();
+    config.limits.log_window_messages = 2;
+    let f = fixture_with(config).await;
+    f.act(&f.alice, "send", json!({"text": "one"})).await;
+    // Carries message 1; held in hand, unread, while bob writes three messages of his own.
+    let lost = f.act(&f.bob, "preview", json!({})).await;
+    for text in ["b1", "b2", "b3"] {
+        let sent = body_json(f.act(&f.bob, "send", json!({ "text": text })).await).await;
+        assert_eq!(sent["result"]["status"], "sent", "{sent}");
+    }
+    let (router, bob) = (f.router.clone(), f.bob.clone());
+    let path = format!("/v1/conversations/{}/check", f.id);
+    let check = tokio::spawn(async move {
+        let body = json!({"timeout_ms": 50_000});
+        body_json(call(&router, "POST", &path, Some(&bob), body).await).await
+    });
+    f.until_checking("bob", true).await;
+
+    drop(lost);
+    let answer = check.await.unwrap();
+    assert_eq!(seqs(&answer), [1], "{answer}");
+    assert_eq!(answer["more_incoming"], false, "{answer}");
+    // Read to its end: the receipt passes message 1 and bob's own three after it.
+    assert_eq!(f.read_up_to("bob").await, 4);
 }
 
 #[tokio::test]

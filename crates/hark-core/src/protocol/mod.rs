@@ -270,26 +270,12 @@ impl Conversation {
         };
         let participant = &self.participants[me];
         let base = self.log.base();
-        let mut starts: Vec<u64> = participant
+        let starts = participant
             .pending
             .iter()
             .map(|h| h.before.max(participant.cursor))
-            .chain([participant.handed])
-            .filter(|&start| start < base)
-            .collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for (start, limit) in starts.into_iter().filter_map(|s| self.unread_run(who, s)) {
-            match recall.runs.last_mut() {
-                // Overlapping or adjacent runs become one (starts only grow: a later start walks
-                // over what an earlier one walked over).
-                Some((after, run)) if *after + *run as u64 >= start => {
-                    let end = (start + limit as u64).max(*after + *run as u64);
-                    *run = (end - *after) as usize;
-                }
-                _ => recall.runs.push((start, limit)),
-            }
-        }
+            .chain([participant.handed]);
+        recall.runs = self.unread_runs(who, starts);
         let client_id = match action {
             Action::Push { client_id, .. } | Action::Send { client_id, .. } => client_id.as_ref(),
             _ => None,
@@ -301,6 +287,50 @@ impl Conversation {
         {
             recall.client_id = Some(client_id.clone());
         }
+        recall
+    }
+
+    /// What a result of `who` starting after any of `starts` still needs from before the window:
+    /// the next unread run after each, overlapping or adjacent runs made one.
+    fn unread_runs(
+        &self,
+        who: &ParticipantName,
+        starts: impl Iterator<Item = u64>,
+    ) -> Vec<(u64, usize)> {
+        let base = self.log.base();
+        let mut starts: Vec<u64> = starts.filter(|&start| start < base).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        for (start, limit) in starts.into_iter().filter_map(|s| self.unread_run(who, s)) {
+            match runs.last_mut() {
+                // Overlapping or adjacent runs become one (starts only grow: a later start walks
+                // over what an earlier one walked over).
+                Some((after, run)) if *after + *run as u64 >= start => {
+                    let end = (start + limit as u64).max(*after + *run as u64);
+                    *run = (end - *after) as usize;
+                }
+                _ => runs.push((start, limit)),
+            }
+        }
+        runs
+    }
+
+    /// What the driver reads before it reports `request` lost ([`Conversation::handle_lost`]),
+    /// in rounds as for [`Conversation::recall_for`]: the rollback may wake a waiting `check` of
+    /// the same participant, whose answer then starts where the lost result did, perhaps before
+    /// the window. Empty when no `check` of that participant waits (its next request recalls).
+    pub fn recall_for_lost(&self, request: RequestId) -> Recall {
+        let mut recall = Recall::default();
+        let Some((me, index)) = self.find_pending(request) else {
+            return recall;
+        };
+        if !self.waiters.iter().any(|w| w.participant == me) {
+            return recall;
+        }
+        let participant = &self.participants[me];
+        let start = participant.pending[index].before.max(participant.cursor);
+        recall.runs = self.unread_runs(&participant.name, std::iter::once(start));
         recall
     }
 
@@ -531,8 +561,14 @@ impl Conversation {
     /// The reply to `request` did not reach the client (its connection dropped, its caller went
     /// away), or the caller of a waiting `check` is gone. A waiting check is withdrawn, so nothing
     /// is handed over to nobody; a result already produced is rolled back, so its messages and
-    /// receipts come again in the participant's next result.
+    /// receipts come again in the participant's next result (or in the answer of its waiting
+    /// `check`, from what the driver read for [`Conversation::recall_for_lost`]).
     pub fn handle_lost(&mut self, now: Millis, request: RequestId) {
+        self.lost(now, request);
+        self.log.forget_recalled();
+    }
+
+    fn lost(&mut self, now: Millis, request: RequestId) {
         let now = self.advance(now);
         if let Some(index) = self.waiters.iter().position(|w| w.request == request) {
             self.waiters.remove(index);

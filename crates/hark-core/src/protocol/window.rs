@@ -6,14 +6,16 @@
 //! older messages in three places, and knows in advance which ones:
 //! - a result for a participant whose `handed` position lies before the window (it was away):
 //!   the messages after that position;
-//! - a rollback (a lost or held result) to a position before the window: the same;
+//! - a rollback (a lost or held result) to a position before the window: the same, also for
+//!   the answer of a waiting `check` that a lost result wakes;
 //! - an idempotent push whose `client_id` is not in the window: the original message, if any.
 //!
-//! Before a request, [`Conversation::recall_for`] names what the request may need; the driver
-//! reads it from the store and gives it with [`Conversation::handle_recalled`], and asks again
-//! until nothing more is named (a run of the participant's own messages may be longer than one
-//! read, and only once it is read does the machine know where it ends); the machine forgets it
-//! all once the request is handled. Everything else is answered from [`LogPrefix`], two
+//! Before a request, [`Conversation::recall_for`] names what the request may need (before a
+//! report of a lost result, [`Conversation::recall_for_lost`]); the driver reads it from the
+//! store and gives it with [`Conversation::handle_recalled`], and asks again until nothing more
+//! is named (a run of the participant's own messages may be longer than one read, and only once
+//! it is read does the machine know where it ends); the machine forgets it all once the request
+//! or the report is handled. Everything else is answered from [`LogPrefix`], two
 //! numbers that say whether someone other than a given participant wrote before the window after
 //! a given seq: the push gate and `check` never need the old messages themselves.
 //!
@@ -22,6 +24,7 @@
 //! is asked for below the window is there.
 //!
 //! [`Conversation::recall_for`]: super::Conversation::recall_for
+//! [`Conversation::recall_for_lost`]: super::Conversation::recall_for_lost
 //! [`Conversation::handle_recalled`]: super::Conversation::handle_recalled
 //! [`Conversation::handle_committed`]: super::Conversation::handle_committed
 

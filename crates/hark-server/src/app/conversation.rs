@@ -542,8 +542,8 @@ impl Task {
                 }
                 // The task holds a sender itself, so this channel never ends.
                 Some(report) = self.report_inbox.recv() => {
-                    self.report(report);
-                    self.take_reports();
+                    self.report(report).await;
+                    self.take_reports().await;
                 }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
@@ -552,7 +552,7 @@ impl Task {
                     while let Some(command) = next.take() {
                         // Every report queued before this request was sent applies first: a
                         // client that received a result and then pushes is not held for it.
-                        self.take_reports();
+                        self.take_reports().await;
                         if !self.handle(command).await {
                             return;
                         }
@@ -629,22 +629,14 @@ impl Task {
                 reply,
             } => {
                 // A participant that was away, or an old client id, may need messages from
-                // before the window: read them first (they are all committed), round after
-                // round until the machine names nothing more.
-                loop {
-                    let recall = self.conversation.recall_for(&who, &action);
-                    if recall.is_empty() {
-                        break;
-                    }
-                    match self.recall(&who, &recall).await {
-                        Ok(messages) => self.conversation.handle_recalled(&recall, messages),
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read older messages from the store");
-                            self.conversation.handle_recall_failed();
-                            let _ = reply.send(Err(ActError::Unavailable));
-                            return true;
-                        }
-                    }
+                // before the window: read them first (they are all committed).
+                if let Err(error) = self
+                    .recall(Some(&who), |c| c.recall_for(&who, &action))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot read older messages from the store");
+                    let _ = reply.send(Err(ActError::Unavailable));
+                    return true;
                 }
                 self.pending.insert(request, reply);
                 self.conversation
@@ -703,17 +695,41 @@ impl Task {
         }
     }
 
-    /// Reads what [`Conversation::recall_for`] asked for from the store.
+    /// Reads from the store what `next` names ([`Conversation::recall_for`] or
+    /// [`Conversation::recall_for_lost`]) and hands it in, round after round until nothing more
+    /// is named. `who` owns the client id a request may name. If a read fails, what was read is
+    /// forgotten.
     async fn recall(
+        &mut self,
+        who: Option<&ParticipantName>,
+        next: impl Fn(&Conversation) -> Recall,
+    ) -> Result<(), StoreError> {
+        loop {
+            let recall = next(&self.conversation);
+            if recall.is_empty() {
+                return Ok(());
+            }
+            match self.read(who, &recall).await {
+                Ok(messages) => self.conversation.handle_recalled(&recall, messages),
+                Err(error) => {
+                    self.conversation.handle_recall_failed();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Reads one round of what the machine named.
+    async fn read(
         &self,
-        who: &ParticipantName,
+        who: Option<&ParticipantName>,
         recall: &Recall,
     ) -> Result<Vec<Message>, StoreError> {
         let mut messages = Vec::new();
         for &(after, limit) in &recall.runs {
             messages.extend(self.store.messages_after(&self.id, after, limit).await?);
         }
-        if let Some(client_id) = &recall.client_id
+        if let (Some(who), Some(client_id)) = (who, &recall.client_id)
             && let Some(original) = self
                 .store
                 .message_by_client_id(&self.id, who, client_id)
@@ -725,11 +741,16 @@ impl Task {
     }
 
     /// Applies one delivery report.
-    fn report(&mut self, report: Report) {
+    async fn report(&mut self, report: Report) {
         let now = self.clock.now();
         match report {
             Report::Delivered(request) => self.conversation.handle_delivered(now, request),
             Report::Lost(request) => {
+                // The rollback may wake a waiting check whose answer starts before the window.
+                // If the read fails, the check still answers, saying more is waiting.
+                if let Err(error) = self.recall(None, |c| c.recall_for_lost(request)).await {
+                    tracing::warn!(%error, "cannot read older messages from the store");
+                }
                 self.conversation.handle_lost(now, request);
                 // A withdrawn `check` is never answered: nobody waits for it any more.
                 self.pending.remove(&request);
@@ -738,9 +759,9 @@ impl Task {
     }
 
     /// Applies every report queued so far.
-    fn take_reports(&mut self) {
+    async fn take_reports(&mut self) {
         while let Ok(report) = self.report_inbox.try_recv() {
-            self.report(report);
+            self.report(report).await;
         }
     }
 
