@@ -2,7 +2,8 @@
 //! confirmed by the client) against the protocol core: it never panics, and after every step its
 //! invariants hold. Half the inputs run with a log window of one to four messages and a driver
 //! that commits at once and recalls what each request needs from its own store, as the server
-//! does: the recall rounds end, and a held push always shows what it waits for.
+//! does (also before it reports a result lost): the recall rounds end, a held push always shows
+//! what it waits for, and no result says more is waiting with nothing in it.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use hark_core::protocol::{
     Action, ActionResult, AttachmentRef, Confirm, Conversation, Effect, Limits, Message, Output,
-    ParticipantKind, ParticipantName, RequestId,
+    ParticipantKind, ParticipantName, Recall, RequestId,
 };
 use hark_core::time::Millis;
 use libfuzzer_sys::fuzz_target;
@@ -60,16 +61,17 @@ enum FuzzAction {
     },
 }
 
-/// What a driver does before a request: read what the machine names from before the window,
-/// round after round, until it names nothing more.
+/// What a driver does before a request (`recall_for`) or before it reports a result lost
+/// (`recall_for_lost`): read what the machine names from before the window, round after round,
+/// until it names nothing more.
 fn recall(
     conversation: &mut Conversation,
     store: &[Arc<Message>],
-    who: &ParticipantName,
-    action: &Action,
+    who: Option<&ParticipantName>,
+    next: impl Fn(&Conversation) -> Recall,
 ) {
     for round in 0.. {
-        let recall = conversation.recall_for(who, action);
+        let recall = next(conversation);
         if recall.is_empty() {
             return;
         }
@@ -85,7 +87,7 @@ fn recall(
                     .map(|m| (**m).clone()),
             );
         }
-        if let Some(client_id) = &recall.client_id {
+        if let (Some(who), Some(client_id)) = (who, &recall.client_id) {
             recalled.extend(
                 store
                     .iter()
@@ -167,7 +169,9 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                     None => Confirm::Transport,
                 };
                 if windowed {
-                    recall(&mut conversation, &store, &who, &action);
+                    recall(&mut conversation, &store, Some(&who), |c| {
+                        c.recall_for(&who, &action)
+                    });
                 }
                 conversation.handle_request(Millis(now), RequestId(request), &who, action, confirm);
             }
@@ -177,6 +181,11 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                     if delivered {
                         conversation.handle_delivered(Millis(now), request);
                     } else {
+                        if windowed {
+                            recall(&mut conversation, &store, None, |c| {
+                                c.recall_for_lost(request)
+                            });
+                        }
                         conversation.handle_lost(Millis(now), request);
                     }
                 }
