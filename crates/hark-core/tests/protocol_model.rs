@@ -460,6 +460,9 @@ enum Race {
         index: usize,
         delivered: bool,
     },
+    /// If the conversation is at rest, drops it and restores it from the store, as the server's
+    /// idle eviction does.
+    Restore,
 }
 
 fn race() -> impl Strategy<Value = Race> {
@@ -471,6 +474,7 @@ fn race() -> impl Strategy<Value = Race> {
     prop_oneof![
         3 => (0..3usize, 0..7u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
         1 => (0..8usize, any::<bool>()).prop_map(|(index, delivered)| Race::Settle { index, delivered }),
+        1 => Just(Race::Restore),
     ]
 }
 
@@ -484,6 +488,10 @@ struct Clients {
     in_flight: Vec<(RequestId, usize, Vec<u64>)>,
     /// `check` calls waiting for their answer: who asked, and the fate of the answer.
     checks: HashMap<RequestId, (usize, Fate)>,
+    /// The store's cursors and drafts, from the effects.
+    cursors: [u64; 3],
+    drafts: [Vec<String>; 3],
+    limits: Limits,
     next: u64,
 }
 
@@ -508,11 +516,14 @@ impl Clients {
             log_window_messages: window,
             ..Limits::default()
         };
-        let mut conversation = Conversation::new("r", limits);
+        let mut conversation = Conversation::new("r", limits.clone());
         for name in &names {
             conversation.add_participant(name.clone(), ParticipantKind::Agent);
         }
         Clients {
+            cursors: [0; 3],
+            drafts: Default::default(),
+            limits,
             names,
             conversation,
             store: Vec::new(),
@@ -605,6 +616,61 @@ impl Clients {
         Ok(())
     }
 
+    /// What the store does with an effect.
+    fn persist(&mut self, effect: Effect) -> Result<(), TestCaseError> {
+        let index = |name: &ParticipantName| self.names.iter().position(|n| n == name).unwrap();
+        match effect {
+            Effect::InsertMessage(message) => {
+                prop_assert_eq!(message.seq, self.store.len() as u64 + 1);
+                self.store.push(message);
+            }
+            Effect::SetCursor {
+                participant,
+                cursor,
+            } => self.cursors[index(&participant)] = cursor,
+            Effect::PushSegment { participant, text } => {
+                self.drafts[index(&participant)].push(text)
+            }
+            Effect::PopSegment { participant } => {
+                self.drafts[index(&participant)].pop();
+            }
+            Effect::ClearDraft { participant } => self.drafts[index(&participant)].clear(),
+        }
+        Ok(())
+    }
+
+    /// Drops the conversation and restores it from the store (its newest messages as the
+    /// window), if it is at rest; nobody may be able to tell, but for receipts told again.
+    fn restore(&mut self) -> Result<(), TestCaseError> {
+        if !self.conversation.is_at_rest() {
+            return Ok(());
+        }
+        let receipts = self.conversation.receipts();
+        let records = (0..3)
+            .map(|p| ParticipantRecord {
+                name: self.names[p].clone(),
+                kind: ParticipantKind::Agent,
+                cursor: self.cursors[p],
+                draft_segments: self.drafts[p].clone(),
+            })
+            .collect();
+        let split = self
+            .store
+            .len()
+            .saturating_sub(self.limits.log_window_messages);
+        let messages: Vec<Message> = self.store.iter().map(|m| (**m).clone()).collect();
+        self.conversation = Conversation::restore_window(
+            "r",
+            self.limits.clone(),
+            records,
+            LogPrefix::of(&messages[..split]),
+            messages[split..].to_vec(),
+        );
+        prop_assert_eq!(self.conversation.receipts(), receipts);
+        prop_assert_eq!(self.conversation.last_seq(), self.store.len() as u64);
+        Ok(())
+    }
+
     /// Reports `who`'s `request` lost, after reading what the answer of its waiting check may
     /// need.
     fn lose(&mut self, who: usize, request: RequestId) -> Result<(), TestCaseError> {
@@ -623,10 +689,7 @@ impl Clients {
             let mut replies = Vec::new();
             while let Some(output) = self.conversation.poll_output() {
                 match output {
-                    Output::Persist(Effect::InsertMessage(message)) => {
-                        prop_assert_eq!(message.seq, self.store.len() as u64 + 1);
-                        self.store.push(message);
-                    }
+                    Output::Persist(effect) => self.persist(effect)?,
                     Output::Reply {
                         request,
                         reply,
@@ -812,6 +875,43 @@ fn a_held_push_reads_past_a_long_run_of_own_messages_before_the_window() {
     races_hold(races, 1).unwrap();
 }
 
+/// alice's result is lost while her next is in flight and she writes on; with a window of one,
+/// the rollback of the second loss lands before the window and wakes her waiting check, which
+/// must carry bob's message, not an empty "more is waiting" (the race property's shrunk case).
+#[test]
+fn a_check_woken_by_a_lost_result_before_the_window_carries_its_messages() {
+    let act = |who, op, fate| Race::Act { who, op, fate };
+    let races = vec![
+        act(1, 3, Fate::Delivered),
+        act(0, 3, Fate::Lost),
+        act(0, 3, Fate::Later),
+        act(0, 3, Fate::Delivered),
+        act(0, 6, Fate::Later),
+        Race::Settle {
+            index: 0,
+            delivered: false,
+        },
+    ];
+    races_hold(races, 1).unwrap();
+}
+
+/// Several checks of one participant wait when a lost result rolls it back before the window:
+/// each woken check carries its part, one after another, so what is read first must cover all
+/// of them (found by the race property with restores, which shrank to 23 steps).
+#[test]
+fn checks_woken_together_before_the_window_each_carry_their_part() {
+    let act = |who, op, fate| Race::Act { who, op, fate };
+    let mut races = vec![];
+    races.extend((0..5).map(|_| act(1, 3, Fate::Delivered)));
+    races.extend((0..3).map(|_| act(0, 1, Fate::Later)));
+    races.extend((0..3).map(|_| act(0, 6, Fate::Delivered)));
+    races.push(Race::Settle {
+        index: 0,
+        delivered: false,
+    });
+    races_hold(races, 1).unwrap();
+}
+
 /// What was recalled counts for the request in hand only: once a round was handed in, the
 /// next round does not name it again; if a later read fails, the driver says so and everything
 /// is named again for the retry (the client id too, so an old retried send is still found).
@@ -886,6 +986,7 @@ fn races_hold(races: Vec<Race>, window: usize) -> Result<(), TestCaseError> {
                     c.act(who, action, fate)?;
                 }
                 Race::Settle { index, delivered } => c.settle(index, delivered)?,
+                Race::Restore => c.restore()?,
             }
             c.check_receipts()?;
         }

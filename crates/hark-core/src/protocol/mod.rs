@@ -259,7 +259,8 @@ impl Conversation {
     /// A result starts at the participant's `handed` position, or, after a rollback inside the
     /// request (a held push, a client's report of a lost result, too many unconfirmed results),
     /// at one of its unconfirmed results' starting points; from each such start it needs the
-    /// messages up to the `max_incoming + 1`-th from someone else. How many of the
+    /// messages up to the `max_incoming + 1`-th from someone else (times more for each of the
+    /// participant's waiting checks, which such a rollback wakes too). How many of the
     /// participant's own messages lie in between is known only once they are read, so each
     /// round names the next run of at most that many messages after what was read already; a
     /// participant's own run of any length costs more rounds, never a result with nothing in it.
@@ -275,7 +276,10 @@ impl Conversation {
             .iter()
             .map(|h| h.before.max(participant.cursor))
             .chain([participant.handed]);
-        recall.runs = self.unread_runs(who, starts);
+        // This request's result, and one for each of the participant's waiting checks that a
+        // rollback inside the request wakes.
+        let results = 1 + self.waiting_checks_of(me);
+        recall.runs = self.unread_runs(who, starts, results);
         let client_id = match action {
             Action::Push { client_id, .. } | Action::Send { client_id, .. } => client_id.as_ref(),
             _ => None,
@@ -290,19 +294,29 @@ impl Conversation {
         recall
     }
 
-    /// What a result of `who` starting after any of `starts` still needs from before the window:
-    /// the next unread run after each, overlapping or adjacent runs made one.
+    /// What `results` results of `who` in a row, the first starting after any of `starts`, still
+    /// need from before the window: the next unread run after each start, overlapping or
+    /// adjacent runs made one.
     fn unread_runs(
         &self,
         who: &ParticipantName,
         starts: impl Iterator<Item = u64>,
+        results: usize,
     ) -> Vec<(u64, usize)> {
+        let wanted = self
+            .limits
+            .max_incoming
+            .saturating_mul(results)
+            .saturating_add(1);
         let base = self.log.base();
         let mut starts: Vec<u64> = starts.filter(|&start| start < base).collect();
         starts.sort_unstable();
         starts.dedup();
         let mut runs: Vec<(u64, usize)> = Vec::new();
-        for (start, limit) in starts.into_iter().filter_map(|s| self.unread_run(who, s)) {
+        for (start, limit) in starts
+            .into_iter()
+            .filter_map(|s| self.unread_run(who, s, wanted))
+        {
             match runs.last_mut() {
                 // Overlapping or adjacent runs become one (starts only grow: a later start walks
                 // over what an earlier one walked over).
@@ -316,29 +330,35 @@ impl Conversation {
         runs
     }
 
+    /// How many `check` calls of participant `me` wait.
+    fn waiting_checks_of(&self, me: usize) -> usize {
+        self.waiters.iter().filter(|w| w.participant == me).count()
+    }
+
     /// What the driver reads before it reports `request` lost ([`Conversation::handle_lost`]),
     /// in rounds as for [`Conversation::recall_for`]: the rollback may wake a waiting `check` of
-    /// the same participant, whose answer then starts where the lost result did, perhaps before
-    /// the window. Empty when no `check` of that participant waits (its next request recalls).
+    /// the same participant (each of them, if several wait: one result after another), whose
+    /// answer then starts where the lost result did, perhaps before the window. Empty when no
+    /// `check` of that participant waits (its next request recalls).
     pub fn recall_for_lost(&self, request: RequestId) -> Recall {
         let mut recall = Recall::default();
         let Some((me, index)) = self.find_pending(request) else {
             return recall;
         };
-        if !self.waiters.iter().any(|w| w.participant == me) {
+        let results = self.waiting_checks_of(me);
+        if results == 0 {
             return recall;
         }
         let participant = &self.participants[me];
         let start = participant.pending[index].before.max(participant.cursor);
-        recall.runs = self.unread_runs(&participant.name, std::iter::once(start));
+        recall.runs = self.unread_runs(&participant.name, std::iter::once(start), results);
         recall
     }
 
-    /// The next run to read for a result of `who` starting after `start`: `(after, limit)`, or
-    /// `None` once what is in memory reaches the window or `max_incoming + 1` messages of others.
-    fn unread_run(&self, who: &ParticipantName, start: u64) -> Option<(u64, usize)> {
+    /// The next run to read after `start` for results of `who`: `(after, limit)`, or `None` once
+    /// what is in memory reaches the window or holds `wanted` messages of others.
+    fn unread_run(&self, who: &ParticipantName, start: u64, wanted: usize) -> Option<(u64, usize)> {
         let base = self.log.base();
-        let wanted = self.limits.max_incoming + 1;
         let mut others = 0;
         let mut seq = start;
         while seq < base && self.log.prefix().others_after(who, seq) {
