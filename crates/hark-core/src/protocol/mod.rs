@@ -390,8 +390,10 @@ impl Conversation {
         self.log.recall(recall, messages);
     }
 
-    /// The driver could not read what [`Conversation::recall_for`] named (the store failed) and
-    /// will not hand the request in: what was recalled for it is forgotten.
+    /// The driver could not read what [`Conversation::recall_for`] or
+    /// [`Conversation::recall_for_lost`] named (the store failed): what was recalled so far is
+    /// forgotten. The request is not handed in (it fails); a lost report still is, and a check it
+    /// wakes before the window then says more is waiting.
     pub fn handle_recall_failed(&mut self) {
         self.log.forget_recalled();
     }
