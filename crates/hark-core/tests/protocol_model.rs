@@ -440,7 +440,7 @@ prop_state_machine! {
 }
 
 /// What happens to a result on its way to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum Fate {
     Delivered,
     Lost,
@@ -465,6 +465,11 @@ enum Race {
     Restore,
 }
 
+/// One participant's action (an op of [`races_hold`]) and the fate of its result.
+fn act(who: usize, op: u8, fate: Fate) -> Race {
+    Race::Act { who, op, fate }
+}
+
 fn race() -> impl Strategy<Value = Race> {
     let fate = prop_oneof![
         2 => Just(Fate::Delivered),
@@ -472,7 +477,7 @@ fn race() -> impl Strategy<Value = Race> {
         2 => Just(Fate::Later),
     ];
     prop_oneof![
-        3 => (0..3usize, 0..7u8, fate).prop_map(|(who, op, fate)| Race::Act { who, op, fate }),
+        3 => (0..3usize, 0..7u8, fate).prop_map(|(who, op, fate)| act(who, op, fate)),
         1 => (0..8usize, any::<bool>()).prop_map(|(index, delivered)| Race::Settle { index, delivered }),
         1 => Just(Race::Restore),
     ]
@@ -854,7 +859,6 @@ proptest! {
 /// this once: the push was held with nothing to read).
 #[test]
 fn a_held_push_reads_past_a_long_run_of_own_messages_before_the_window() {
-    let act = |who, op, fate| Race::Act { who, op, fate };
     let mut races = vec![
         act(1, 0, Fate::Delivered),
         act(0, 3, Fate::Delivered),
@@ -880,7 +884,6 @@ fn a_held_push_reads_past_a_long_run_of_own_messages_before_the_window() {
 /// must carry bob's message, not an empty "more is waiting" (the race property's shrunk case).
 #[test]
 fn a_check_woken_by_a_lost_result_before_the_window_carries_its_messages() {
-    let act = |who, op, fate| Race::Act { who, op, fate };
     let races = vec![
         act(1, 3, Fate::Delivered),
         act(0, 3, Fate::Lost),
@@ -900,7 +903,6 @@ fn a_check_woken_by_a_lost_result_before_the_window_carries_its_messages() {
 /// of them (found by the race property with restores, which shrank to 23 steps).
 #[test]
 fn checks_woken_together_before_the_window_each_carry_their_part() {
-    let act = |who, op, fate| Race::Act { who, op, fate };
     let mut races = vec![];
     races.extend((0..5).map(|_| act(1, 3, Fate::Delivered)));
     races.extend((0..3).map(|_| act(0, 1, Fate::Later)));

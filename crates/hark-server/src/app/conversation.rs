@@ -742,16 +742,17 @@ impl Task {
 
     /// Applies one delivery report.
     async fn report(&mut self, report: Report) {
-        let now = self.clock.now();
         match report {
-            Report::Delivered(request) => self.conversation.handle_delivered(now, request),
+            Report::Delivered(request) => self
+                .conversation
+                .handle_delivered(self.clock.now(), request),
             Report::Lost(request) => {
                 // The rollback may wake a waiting check whose answer starts before the window.
                 // If the read fails, the check still answers, saying more is waiting.
                 if let Err(error) = self.recall(None, |c| c.recall_for_lost(request)).await {
                     tracing::warn!(%error, "cannot read older messages from the store");
                 }
-                self.conversation.handle_lost(now, request);
+                self.conversation.handle_lost(self.clock.now(), request);
                 // A withdrawn `check` is never answered: nobody waits for it any more.
                 self.pending.remove(&request);
             }
